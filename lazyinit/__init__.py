@@ -1,0 +1,62 @@
+"""lazyinit: PyTorch's lazy modules for JAX, as pure functions.
+
+Layers declare parameter specs from the inputs they see; ``dry_run`` traces a
+model abstractly on a sample input and materializes its parameters. See
+:mod:`lazyinit._tracer` for the lifecycle and its guarantees.
+"""
+
+from . import initializers as initializers
+from ._activations import *  # noqa: F403
+from ._activations import __all__ as _activations
+from ._buffers import apply as apply
+from ._buffers import merge as merge
+from ._buffers import partition as partition
+from ._buffers import update_buffers as update_buffers
+from ._dry_run import dry_run as dry_run
+from ._errors import *  # noqa: F403
+from ._errors import __all__ as _errors
+from ._layer import Layer as Layer
+from ._linear import Linear as Linear
+from ._materialize import KEY_SCHEME as KEY_SCHEME
+from ._materialize import param_key as param_key
+from ._sequential import Sequential as Sequential
+from ._spec import Param as Param
+from ._spec import Uninitialized as Uninitialized
+from ._state import Report as Report
+from ._state import has_uninitialized as has_uninitialized
+from ._state import lazy_state as lazy_state
+from ._state import load_state as load_state
+from ._state import uninitialized_paths as uninitialized_paths
+from ._tracer import Call as Call
+from ._tracer import Trace as Trace
+from ._tracer import clear_cache as clear_cache
+from ._tracer import trace as trace
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "initializers",
+    "apply",
+    "merge",
+    "partition",
+    "update_buffers",
+    "dry_run",
+    "Layer",
+    "Linear",
+    "KEY_SCHEME",
+    "param_key",
+    "Sequential",
+    "Param",
+    "Uninitialized",
+    "Report",
+    "has_uninitialized",
+    "lazy_state",
+    "load_state",
+    "uninitialized_paths",
+    "Call",
+    "Trace",
+    "clear_cache",
+    "trace",
+    *_activations,
+    *_errors,
+]

@@ -1,0 +1,157 @@
+"""``dry_run``: trace the model on a sample, then materialize what is not there yet.
+
+The lifecycle and its guarantees are told once, in :mod:`lazyinit._tracer`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+from . import _materialize, _paths
+from ._errors import StateMismatchError
+from ._spec import Param, Uninitialized
+from ._state import Report, _report, describe_mismatch, is_leaf
+from ._tracer import is_abstract, trace
+from ._typing import Params, Path, PerPath
+
+__all__ = ["dry_run"]
+
+
+def _covering(state: dict[Path, Any], path: Path) -> Path | None:
+    """The path of a placeholder of unknown structure that stands for ``path``'s layer."""
+    for i in range(len(path) - 1, 0, -1):
+        leaf = state.get(path[:i])
+        if isinstance(leaf, Uninitialized) and leaf.shape is None:
+            return path[:i]
+    return None
+
+
+def dry_run(
+    model: Any,
+    key: Any,
+    *args: Any,
+    state: Params | None = None,
+    strict: bool = True,
+    dtype: PerPath = None,
+    device: PerPath = None,
+    jit: bool = False,
+    **kwargs: Any,
+) -> Params | tuple[Params, Report]:
+    """Infers every parameter's shape from a sample input and materializes the parameters.
+
+    Args:
+      model: a :class:`lazyinit.Layer`.
+      key: the root PRNG key (``jax.random.key(0)``, a raw key or an int seed).
+        Each parameter's key is derived from it and the parameter's path.
+      *args, **kwargs: a sample of what the model is called with after
+        ``params``. Arrays only lend their shapes and dtypes; with
+        ``jax.ShapeDtypeStruct`` samples the result is abstract (a tree of
+        ``ShapeDtypeStruct``) and nothing is allocated.
+      state: what is already known: loaded arrays, which are checked and kept
+        bit for bit, and placeholders from :func:`lazyinit.lazy_state`,
+        whose dtype and device are honoured. May be partial.
+      strict: whether paths in ``state`` that the model lacks are an error.
+        With ``strict=False`` they are ignored and the call returns
+        ``(params, report)`` saying what was kept, initialized and ignored.
+      dtype: the dtype of every parameter, or a mapping of path patterns to
+        dtypes (``{'*': 'float32', 'fc1': 'bfloat16'}``). Overrides the
+        placeholders' and the specs' dtypes. Default: the spec's, else float32.
+      device: a ``jax.Device`` or ``Sharding`` (or a mapping of path patterns
+        to them) to materialize on. Loaded leaves are moved there too.
+      jit: draw everything in one jit-compiled call instead of one cached
+        kernel per kind of parameter (same values; slower to compile).
+
+    Returns:
+      The params, a nested dict of ``jax.Array`` (or ``ShapeDtypeStruct``);
+      ``(params, report)`` when ``strict=False``.
+
+    Raises:
+      StateMismatchError: a leaf of ``state`` disagrees with its inferred shape
+        or dtype, or (strict) ``state`` has paths the model lacks. All offending
+        paths are listed; nothing is overwritten.
+      InferShapeError: a layer cannot handle the sample input.
+
+    >>> import jax, jax.numpy as jnp, lazyinit as li
+    >>> model = li.Sequential([li.Linear(4), li.relu, li.Linear(1)])
+    >>> params = li.dry_run(model, jax.random.key(0), jnp.ones((8, 3)))
+    >>> jax.tree.map(jnp.shape, params)
+    {'0': {'bias': (4,), 'kernel': (3, 4)}, '2': {'bias': (1,), 'kernel': (4, 1)}}
+    """
+    t = trace(model, *args, **kwargs)
+    abstract = is_abstract((args, kwargs))
+    root = _materialize.as_key(key)
+    have = _paths.flatten(state, is_leaf, what="state") if state is not None else {}
+
+    out: dict[Path, Any] = {}
+    todo: dict[Path, tuple[Param, np.dtype, Any]] = {}
+    problems: list[str] = []
+    kept, used = [], set()
+    for path, param in t.params.items():
+        leaf = have.get(path)
+        cover = None if leaf is not None else _covering(have, path)
+        hint = leaf if isinstance(leaf, Uninitialized) else have.get(cover) if cover else None
+        used.add(path if leaf is not None else cover)
+        want = np.dtype(
+            _paths.resolve(dtype, path)
+            or (hint.dtype if hint is not None and hint.dtype is not None else None)
+            or param.dtype
+            or np.float32
+        )
+        device_choice = _paths.resolve(device, path) or (hint.device if hint is not None else None)
+        sharding = _materialize.placement(device_choice)
+        _materialize.check_dtype(path, want)
+        if leaf is None or isinstance(leaf, Uninitialized):
+            if leaf is not None and not leaf.matches(param.shape):
+                problems.append(describe_mismatch(path, param, leaf, "inferred", "placeholder"))
+            elif abstract:
+                out[path] = _materialize.abstract_leaf(param, want, sharding)
+            else:
+                todo[path] = (param, want, sharding)
+            continue
+        if tuple(leaf.shape) != param.shape:
+            problems.append(describe_mismatch(path, leaf, param, "existing", "inferred"))
+        elif np.dtype(leaf.dtype) != want:
+            problems.append(
+                f"dtype mismatch for {_paths.join(path)!r}: existing {np.dtype(leaf.dtype).name}, "
+                f"inferred {want.name} (convert it with li.load_state(..., cast=True) first)"
+            )
+        else:
+            kept.append(path)
+            if abstract:
+                out[path] = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+            elif sharding is not None and getattr(leaf, "sharding", None) != sharding:
+                out[path] = jax.device_put(leaf, sharding)
+            else:
+                out[path] = leaf
+    unexpected = [p for p in have if p not in used]
+    if strict:
+        params = list(t.params)
+        problems += [
+            f"unexpected key {_paths.join(p)!r} in state: the model has no such parameter"
+            f"{_paths.near_miss(p, params)}"
+            for p in unexpected
+        ]
+    if problems:
+        raise StateMismatchError(
+            f"The dry run found {len(problems)} problem(s) with the given state; nothing was "
+            "overwritten:\n  " + "\n  ".join(problems)
+            + "\nLoad a state made for this model and input size, or drop the offending "
+            "entries to re-initialize them (strict=False ignores unexpected ones).",
+            tuple(problems),
+        )
+
+    if todo:
+        if jit:
+            out.update(_materialize.draw_all(root, todo))
+        else:
+            for path, (param, want, sharding) in todo.items():
+                out[path] = _materialize.draw(root, path, param, want, sharding)
+    params = _paths.unflatten({p: out[p] for p in t.params}, t.layers)
+    if strict:
+        return params
+    kept_set = set(kept)
+    initialized = [p for p in t.params if p not in kept_set]
+    return params, _report(kept=kept, initialized=initialized, unexpected=unexpected)

@@ -1,0 +1,47 @@
+"""``Linear``: PyTorch's ``LazyLinear``, flax's ``Dense``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+
+from . import initializers
+from ._checks import expect_min_rank
+from ._layer import Layer
+from ._spec import Param
+from ._typing import Initializer
+
+__all__ = ["Linear"]
+
+
+class Linear(Layer):
+    """``y = x @ kernel + bias`` over the last axis; ``in_features`` comes from the input.
+
+    ``kernel`` is ``(in_features, out_features)`` (flax's layout; PyTorch's
+    ``weight`` is its transpose) with logical axes ``axes``.
+
+    >>> import jax, jax.numpy as jnp, lazyinit as li
+    >>> params = li.Linear(4).dry_run(jax.random.key(0), jnp.ones((2, 3)))
+    >>> jax.tree.map(jnp.shape, params)
+    {'bias': (4,), 'kernel': (3, 4)}
+    """
+
+    out_features: int
+    use_bias: bool = True
+    kernel_init: Initializer = initializers.lecun_normal()
+    bias_init: Initializer = initializers.zeros
+    axes: tuple[str | None, str | None] = ("embed", "mlp")
+
+    def specs(self, x: Any) -> dict[str, Param]:
+        expect_min_rank(self, x, 1, "..., in_features")
+        specs = {"kernel": Param((x.shape[-1], self.out_features), self.kernel_init, axes=self.axes)}
+        if self.use_bias:
+            specs["bias"] = Param((self.out_features,), self.bias_init, axes=self.axes[-1:])
+        return specs
+
+    def __call__(self, params: Any, x: jnp.ndarray) -> jnp.ndarray:
+        y = jnp.matmul(x, params["kernel"])
+        if self.use_bias:
+            y = y + jnp.reshape(params["bias"], (1,) * (y.ndim - 1) + (-1,))
+        return y

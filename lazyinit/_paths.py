@@ -1,0 +1,115 @@
+"""Addressing parameters by path: flattening nested dicts and resolving per-path choices.
+
+Paths are tuples of string keys; they print ``/``-joined (``'fc1/kernel'``),
+like PyTorch's dotted state-dict keys. Because ``/`` is the separator, a key
+that contains it, an empty key or a non-string key is rejected up front, so
+two different trees can never flatten to the same paths.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from ._errors import InvalidTreeError
+from ._typing import Path, PathStr, PerPath
+
+
+def join(path: Path) -> PathStr:
+    """``('fc1', 'kernel') -> 'fc1/kernel'``; the root prints as ``'<root>'``."""
+    return "/".join(path) if path else "<root>"
+
+
+def flatten(
+    tree: Mapping[str, Any], is_leaf: Callable[[Any], bool], *, what: str = "tree"
+) -> dict[Path, Any]:
+    """Flattens nested mappings to ``{path: leaf}``, checking every key and leaf.
+
+    Raises:
+      InvalidTreeError: for a non-mapping top level, an illegal key, or a leaf
+        for which ``is_leaf`` is false (a ``str``, ``None``, a ``list``...).
+    """
+    if not isinstance(tree, Mapping):
+        raise InvalidTreeError(
+            f"The {what} must be a mapping of names to arrays or sub-mappings, "
+            f"got {type(tree).__name__}. Pass a nested dict such as the one li.dry_run returns."
+        )
+    out: dict[Path, Any] = {}
+    bad: list[str] = []
+
+    def walk(node: Mapping[str, Any], prefix: Path) -> None:
+        for key, value in node.items():
+            if not isinstance(key, str) or not key or "/" in key:
+                bad.append(
+                    f"key {key!r} under {join(prefix)!r}: names must be non-empty strings "
+                    "without '/' (it separates path components)"
+                )
+                continue
+            path = (*prefix, key)
+            if isinstance(value, Mapping):
+                walk(value, path)
+            elif is_leaf(value):
+                out[path] = value
+            else:
+                bad.append(f"{join(path)!r}: expected an array, got {type(value).__name__}")
+
+    walk(tree, ())
+    if bad:
+        raise InvalidTreeError(f"The {what} cannot be addressed by path:\n  " + "\n  ".join(bad))
+    return out
+
+
+def subtrees(tree: Mapping[str, Any]) -> list[Path]:
+    """Paths of every mapping in ``tree``, the root's ``()`` first, in order."""
+    out: list[Path] = []
+
+    def walk(node: Mapping[str, Any], prefix: Path) -> None:
+        out.append(prefix)
+        for key, value in node.items():
+            if isinstance(value, Mapping):
+                walk(value, (*prefix, key))
+
+    walk(tree, ())
+    return out
+
+
+def unflatten(flat: Mapping[Path, Any], skeleton: Iterable[Path] = ()) -> dict[str, Any]:
+    """The inverse of :func:`flatten`; ``skeleton`` adds sub-dicts first, in its order."""
+    root: dict[str, Any] = {}
+    for path in skeleton:
+        node = root
+        for key in path:
+            node = node.setdefault(key, {})
+    for path, leaf in flat.items():
+        node = root
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = leaf
+    return root
+
+
+def near_miss(path: Path, candidates: list[Path]) -> str:
+    """A hint such as `` (did you mean 'fc1/weight'?)``, or ``''``."""
+    names = [join(c) for c in candidates]
+    close = difflib.get_close_matches(join(path), names, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def resolve(choice: PerPath, path: Path, default: Any = None) -> Any:
+    """The value ``choice`` gives the parameter at ``path`` (see :data:`PerPath`)."""
+    if not isinstance(choice, Mapping):
+        return default if choice is None else choice
+    name = "/".join(path)
+    best, best_len = default, -1
+    for pattern, value in choice.items():
+        if pattern == "*":
+            hit = 0
+        elif name == pattern or name.startswith(pattern + "/") or fnmatch.fnmatchcase(name, pattern):
+            hit = len(pattern) + 1
+        else:
+            continue
+        if hit > best_len:
+            best, best_len = value, hit
+    return best

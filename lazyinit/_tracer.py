@@ -1,0 +1,444 @@
+"""The dry run: how a lazyinit model learns its parameter shapes.
+
+A lazyinit layer is immutable configuration. Its parameters live outside it,
+in a nested dict (``params``) that every call takes as its first argument, so
+``model(params, x)`` is a pure function that ``jax.jit``, ``jax.grad`` and
+``jax.vmap`` accept. A *leaf* layer declares the parameters it needs in
+``specs(*inputs)``, from the inputs it is about to see: ``Linear`` asks for a
+``(x.shape[-1], out_features)`` kernel. A *composite* layer declares nothing;
+it calls its children with their sub-dicts, ``self.fc1(params["fc1"], x)``.
+
+**The dry run** (``li.dry_run(model, key, sample)``) replaces PyTorch's first
+forward pass of a lazy module. It runs the model once under
+``jax.eval_shape``, with a stand-in for ``params`` that records, at each path
+it is indexed with, the specs of the layer called there. Everything is
+abstract: no forward FLOPs and no forward memory, only shapes. It then
+materializes each parameter from its spec.
+
+**Guarantees.**
+
+* A parameter's value depends only on the root key and its path: its key is
+  ``fold_in`` of the root key and a hash of the path (:func:`param_key`,
+  scheme version :data:`KEY_SCHEME`, pinned by golden tests). Adding,
+  removing or reordering other layers never changes it, unlike PyTorch,
+  whose lazy modules draw from one global generator in call order.
+* The same dry run gives bitwise the same result, under ``jax.jit`` or not.
+* A layer called again with inputs of the same shapes is traced once: the
+  specs and output shapes of ``(layer, input signature)`` are cached, so
+  identical blocks cost one trace and a repeated dry run costs no trace.
+
+**Loading.** ``state=`` passes what is already known: a loaded checkpoint, a
+partial one, or a lazy state from :func:`lazyinit.lazy_state` holding
+:class:`~lazyinit.Uninitialized` placeholders with their chosen dtype and
+device. Initialized leaves are never overwritten: they are checked against
+the inferred shape and dtype and kept bit for bit; only the rest is drawn.
+Keys that the model does not have are an error (``strict=True``) or are
+returned in a report (``strict=False``); nothing is dropped silently.
+:func:`lazyinit.load_state` applies the same rules outside a dry run, as
+PyTorch's ``load_state_dict`` does.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _paths
+from ._errors import (
+    DuplicateParamError,
+    InferShapeError,
+    InvalidSpecError,
+    LazyInitError,
+)
+from ._spec import Param
+from ._typing import Path, Specs
+
+__all__ = ["Call", "Trace", "trace", "trace_call", "clear_cache"]
+
+_DEFAULT_DTYPE = np.dtype("float32")
+_CONCRETIZATION = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerIntegerConversionError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerArrayConversionError,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One layer call seen by a trace: where, which layer, and the shapes in and out."""
+
+    path: Path
+    layer: Any
+    inputs: Any
+    outputs: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Trace:
+    """What a dry run learns about a model from a sample input, before materializing.
+
+    Attributes:
+      params: ``{path: Param}`` for every parameter, with concrete shapes.
+      owners: ``{path: layer}``, the layer that declared each parameter.
+      layers: the path of every layer that was called, in call order (empty ones included).
+      calls: every layer call in order, with input and output shapes.
+      outputs: the model's output, as ``jax.ShapeDtypeStruct``s.
+    """
+
+    params: dict[Path, Param]
+    owners: dict[Path, Any]
+    layers: tuple[Path, ...]
+    calls: tuple[Call, ...]
+    outputs: Any
+
+    @property
+    def specs(self) -> Specs:
+        """The specs as a nested dict shaped like the params."""
+        return _paths.unflatten(self.params, self.layers)
+
+
+# ---------------------------------------------------------------------------
+# The stand-in for ``params`` during a trace.
+
+
+class _Recorder:
+    """Collects, relative to ``base``, what the layers called below it declare."""
+
+    def __init__(self, base: Path):
+        self.base = base
+        self.params: dict[Path, Param] = {}
+        self.owners: dict[Path, Any] = {}
+        self.values: dict[Path, jax.Array] = {}
+        self.layers: dict[Path, None] = {}
+        self.calls: list[Call] = []
+
+    def declare(self, rel: Path, specs: Mapping[str, Param], layer: Any) -> None:
+        for name, param in specs.items():
+            self._add((*rel, name), param, layer)
+            dtype = param.dtype or _DEFAULT_DTYPE
+            self.values[(*rel, name)] = jnp.zeros(param.shape, dtype)
+
+    def graft(self, rel: Path, frag: Trace) -> None:
+        for path, param in frag.params.items():
+            self._add((*rel, *path), param, frag.owners[path])
+        self.layers.update(dict.fromkeys((*rel, *p) for p in frag.layers))
+        self.calls.extend(
+            dataclasses.replace(c, path=(*self.base, *rel, *c.path)) for c in frag.calls
+        )
+
+    def _add(self, rel: Path, param: Param, layer: Any) -> None:
+        if rel in self.params:
+            other = self.owners[rel]
+            if other != layer or self.params[rel] != param:
+                raise DuplicateParamError(
+                    f"Parameter {_paths.join((*self.base, *rel))!r} is declared twice: by "
+                    f"{_short(other)} ({self.params[rel].shape}) and by {_short(layer)} "
+                    f"({param.shape}). Give each layer its own key in params; the same "
+                    "layer may be called twice with one sub-dict to share weights."
+                )
+            return
+        self.params[rel] = param
+        self.owners[rel] = layer
+
+    def freeze(self, outputs: Any) -> Trace:
+        return Trace(
+            dict(self.params),
+            dict(self.owners),
+            tuple(self.layers),
+            tuple(self.calls),
+            outputs,
+        )
+
+
+class _Node(Mapping):
+    """``params`` as a layer sees it during a dry run: indexing records a path."""
+
+    __slots__ = ("_rec", "_rel")
+
+    def __init__(self, recorder: _Recorder, rel: Path):
+        self._rec = recorder
+        self._rel = rel
+
+    @property
+    def path(self) -> Path:
+        return (*self._rec.base, *self._rel)
+
+    def __getitem__(self, name: str) -> Any:
+        if not isinstance(name, str) or not name or "/" in name:
+            raise InferShapeError(
+                f"params[{name!r}] under {_paths.join(self.path)!r}: parameter and layer "
+                "names must be non-empty strings without '/'."
+            )
+        path = (*self._rel, name)
+        value = self._rec.values.get(path)
+        return _Node(self._rec, path) if value is None else value
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        n = len(self._rel)
+        return iter(
+            sorted({p[n] for p in self._rec.params if p[:n] == self._rel and len(p) > n})
+        )
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+    def __jax_array__(self) -> Any:
+        raise InferShapeError(
+            f"params at {_paths.join(self.path)!r} was used as an array, but no layer "
+            "declared a parameter there. Declare it in the layer's specs(), or pass "
+            "this sub-dict to a child layer."
+        )
+
+    __array__ = __jax_array__
+
+
+def _short(layer: Any) -> str:
+    return type(layer).__name__ if not hasattr(layer, "__name__") else layer.__name__
+
+
+# ---------------------------------------------------------------------------
+# Tracing one layer call.
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray, jax.ShapeDtypeStruct, np.generic))
+
+
+def _aval(x: Any) -> jax.ShapeDtypeStruct:
+    weak = bool(getattr(getattr(x, "aval", None), "weak_type", False))
+    return jax.ShapeDtypeStruct(np.shape(x), x.dtype, weak_type=weak)
+
+
+def _signature(args: Any) -> Any:
+    """A hashable key for the shapes, dtypes and static values of ``args``, or None."""
+    leaves, treedef = jax.tree.flatten(args)
+    sig = tuple(
+        (l.shape, l.dtype, l.weak_type) if isinstance(l, jax.ShapeDtypeStruct) else
+        (np.shape(l), l.dtype, bool(getattr(getattr(l, "aval", None), "weak_type", False)))
+        if _is_array(l) else ("static", l)
+        for l in leaves
+    )
+    try:
+        hash(sig)
+    except TypeError:
+        return None
+    return treedef, sig
+
+
+class _LRU(collections.OrderedDict):
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if key is None or key not in self:
+            return default
+        self.move_to_end(key)
+        return self[key]
+
+    def put(self, key: Any, value: Any) -> None:
+        if key is None:
+            return
+        self[key] = value
+        if len(self) > self.size:
+            self.popitem(last=False)
+
+
+_CACHE = _LRU(4096)
+
+
+def clear_cache() -> None:
+    """Forgets every cached trace (they are only ever reused for equal layers and inputs)."""
+    _CACHE.clear()
+
+
+def _cache_key(layer: Any, args: tuple, kwargs: dict) -> Any:
+    sig = _signature((args, kwargs))
+    if sig is None:
+        return None
+    try:
+        hash(layer)
+    except TypeError:
+        return None
+    return type(layer), layer, sig
+
+
+def _rebuild(outputs: Any) -> Any:
+    """Fresh abstract values standing in for cached outputs."""
+    return jax.tree.map(
+        lambda o: jnp.zeros(o.shape, o.dtype) if isinstance(o, jax.ShapeDtypeStruct) else o,
+        outputs,
+    )
+
+
+def _check_specs(layer: Any, path: Path, specs: Any) -> dict[str, Param]:
+    where = f"{type(layer).__name__} at {_paths.join(path)!r}"
+    if not isinstance(specs, Mapping):
+        raise InvalidSpecError(
+            f"{where}: specs() must return a dict of name -> li.Param, got {type(specs).__name__}."
+        )
+    for name, param in specs.items():
+        full = _paths.join((*path, str(name)))
+        if not isinstance(name, str) or not name or "/" in name:
+            raise InvalidSpecError(
+                f"{where}: parameter name {name!r} must be a non-empty string without '/'."
+            )
+        if not isinstance(param, Param):
+            raise InvalidSpecError(
+                f"{where}: specs()[{name!r}] must be a li.Param, got {type(param).__name__}."
+            )
+        shape = param.shape
+        if not isinstance(shape, tuple) or not all(
+            isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0 for d in shape
+        ):
+            raise InvalidSpecError(
+                f"Parameter {full!r} of {where} has shape {shape}: every dimension must be a "
+                "positive int. Check the sizes given to the layer and the sample input's shape."
+            )
+        if param.axes is not None and len(param.axes) != len(shape):
+            raise InvalidSpecError(
+                f"Parameter {full!r} of {where} has shape {shape} but axes {param.axes}: give "
+                "one logical axis name (or None) per dimension."
+            )
+        if not callable(param.init):
+            raise InvalidSpecError(
+                f"Parameter {full!r} of {where}: init must be callable as init(key, shape, "
+                f"dtype), got {param.init!r}."
+            )
+    return {name: dataclasses.replace(p, shape=tuple(int(d) for d in p.shape)) for name, p in specs.items()}
+
+
+def _shapes(args: tuple, kwargs: dict) -> str:
+    def show(a: Any) -> str:
+        return str(jax.tree.map(lambda l: tuple(np.shape(l)) if _is_array(l) else l, a))
+
+    return ", ".join([show(a) for a in args] + [f"{k}={show(v)}" for k, v in kwargs.items()])
+
+
+def trace_call(layer: Any, call: Any, node: _Node, args: tuple, kwargs: dict) -> Any:
+    """Runs ``layer`` under a dry run at ``node``'s path, or reuses a cached trace of it."""
+    rec, rel = node._rec, node._rel
+    key = _cache_key(layer, args, kwargs)
+    frag = _CACHE.get(key)
+    if frag is not None:
+        rec.graft(rel, frag)
+        return _rebuild(frag.outputs)
+
+    sub = _Recorder((*rec.base, *rel))
+    path = sub.base
+    where = f"{type(layer).__name__} at {_paths.join(path)!r}"
+    try:
+        own = _check_specs(layer, path, layer.specs(*args, **kwargs))
+        sub.declare((), own, layer)
+        sub.layers[()] = None
+        out = call(layer, _Node(sub, ()), *args, **kwargs)
+    except InferShapeError as e:
+        if getattr(e, "layer_path", None) is not None:
+            raise
+        located = InferShapeError(f"{where}: {e}")
+        located.layer_path = path
+        raise located from e
+    except LazyInitError:
+        raise
+    except _CONCRETIZATION as e:
+        raise InferShapeError(
+            f"{where}: a shape depends on the values of the input. Parameter and output "
+            "shapes may depend only on input shapes and dtypes (and static arguments)."
+        ) from e
+    except Exception as e:
+        located = InferShapeError(
+            f"{where} failed on inputs of shape {_shapes(args, kwargs)}: "
+            f"{type(e).__name__}: {e}"
+        )
+        located.layer_path = path
+        raise located from e
+    outputs = jax.tree.map(lambda o: _aval(o) if _is_array(o) else o, out)
+    sub.calls.insert(0, Call(path, layer, jax.tree.map(
+        lambda a: _aval(a) if _is_array(a) else a, (args, kwargs)), outputs))
+    frag = sub.freeze(outputs)
+    frag = dataclasses.replace(
+        frag, calls=tuple(dataclasses.replace(c, path=c.path[len(path):]) for c in frag.calls)
+    )
+    _CACHE.put(key, frag)
+    rec.graft(rel, frag)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Tracing a whole model.
+
+
+def abstractify(tree: Any) -> Any:
+    """Arrays and ``ShapeDtypeStruct``s become plain ``ShapeDtypeStruct``s; the rest stays."""
+    return jax.tree.map(lambda x: _aval(x) if _is_array(x) else x, tree)
+
+
+def is_abstract(tree: Any) -> bool:
+    """Whether any leaf of ``tree`` is a ``jax.ShapeDtypeStruct``."""
+    return any(isinstance(l, jax.ShapeDtypeStruct) for l in jax.tree.leaves(tree))
+
+
+def _check_collisions(t: Trace) -> None:
+    bad = [
+        f"{_paths.join(p)!r} is a parameter and also holds {_paths.join(q)!r}"
+        for q in t.params
+        for i in range(1, len(q))
+        if (p := q[:i]) in t.params
+    ]
+    bad += [f"{_paths.join(p)!r} is both a parameter and a layer" for p in t.layers if p in t.params]
+    if bad:
+        raise DuplicateParamError(
+            "Parameter paths collide:\n  " + "\n  ".join(bad) + "\nRename one of them."
+        )
+
+
+def trace(model: Any, *args: Any, **kwargs: Any) -> Trace:
+    """Traces ``model`` on sample inputs and returns what it declares, without materializing.
+
+    Only shapes and dtypes of array arguments matter (arrays,
+    ``jax.ShapeDtypeStruct``s or tracers); other arguments are static. A
+    second call with the same model and signature is a cache lookup.
+
+    >>> import jax, jax.numpy as jnp, lazyinit as li
+    >>> t = li.trace(li.Linear(4), jnp.ones((2, 3)))
+    >>> jax.tree.map(lambda p: p.shape, t.specs)
+    {'bias': (4,), 'kernel': (3, 4)}
+    >>> t.outputs
+    ShapeDtypeStruct(shape=(2, 4), dtype=float32)
+    """
+    if not callable(getattr(model, "specs", None)):
+        raise TypeError(
+            f"li.trace and li.dry_run take a li.Layer, got {type(model).__name__}. Wrap plain "
+            "functions in li.Sequential([...]) or a li.Layer subclass."
+        )
+    args, kwargs = abstractify((args, kwargs))
+    key = _cache_key(model, args, kwargs)
+    t = _CACHE.get(key)
+    if t is None:
+        root = _Recorder(())
+        leaves, treedef = jax.tree.flatten((args, kwargs))
+        dyn = [i for i, l in enumerate(leaves) if isinstance(l, jax.ShapeDtypeStruct)]
+
+        def run(*dyn_values: Any) -> Any:
+            full = list(leaves)
+            for i, v in zip(dyn, dyn_values):
+                full[i] = v
+            a, k = jax.tree.unflatten(treedef, full)
+            return model(_Node(root, ()), *a, **k)
+
+        out = jax.eval_shape(run, *[leaves[i] for i in dyn])
+        t = _CACHE.get(key)
+        if t is None:  # an unhashable model or input: what the root recorded
+            t = root.freeze(out)
+    _check_collisions(t)
+    return t
