@@ -20,6 +20,20 @@ from jax.nn import (
 )
 
 __all__ = [
-    "celu", "elu", "gelu", "glu", "hard_tanh", "leaky_relu", "log_softmax", "relu",
-    "relu6", "selu", "sigmoid", "silu", "softmax", "softplus", "swish", "tanh",
+    "celu",
+    "elu",
+    "gelu",
+    "glu",
+    "hard_tanh",
+    "leaky_relu",
+    "log_softmax",
+    "relu",
+    "relu6",
+    "selu",
+    "sigmoid",
+    "silu",
+    "softmax",
+    "softplus",
+    "swish",
+    "tanh",
 ]

@@ -137,7 +137,8 @@ def dry_run(
     if problems:
         raise StateMismatchError(
             f"The dry run found {len(problems)} problem(s) with the given state; nothing was "
-            "overwritten:\n  " + "\n  ".join(problems)
+            "overwritten:\n  "
+            + "\n  ".join(problems)
             + "\nLoad a state made for this model and input size, or drop the offending "
             "entries to re-initialize them (strict=False ignores unexpected ones).",
             tuple(problems),

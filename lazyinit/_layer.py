@@ -61,7 +61,11 @@ def _show(value: Any) -> str:
     """Layers by their repr, functions by their name."""
     if isinstance(value, tuple | list):
         inner = ", ".join(_show(v) for v in value)
-        return f"[{inner}]" if isinstance(value, list) else f"({inner}{',' if len(value) == 1 else ''})"
+        return (
+            f"[{inner}]"
+            if isinstance(value, list)
+            else f"({inner}{',' if len(value) == 1 else ''})"
+        )
     if callable(value) and not isinstance(value, Layer) and hasattr(value, "__name__"):
         return value.__name__
     return repr(value)

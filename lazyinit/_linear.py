@@ -35,7 +35,9 @@ class Linear(Layer):
 
     def specs(self, x: Any) -> dict[str, Param]:
         expect_min_rank(self, x, 1, "..., in_features")
-        specs = {"kernel": Param((x.shape[-1], self.out_features), self.kernel_init, axes=self.axes)}
+        specs = {
+            "kernel": Param((x.shape[-1], self.out_features), self.kernel_init, axes=self.axes)
+        }
         if self.use_bias:
             specs["bias"] = Param((self.out_features,), self.bias_init, axes=self.axes[-1:])
         return specs

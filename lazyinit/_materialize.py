@@ -88,7 +88,13 @@ _KERNELS: dict[Any, Any] = {}
 
 
 def _kernel(param: Param, dtype: np.dtype, sharding: Any, path: Path, key: jax.Array) -> Any:
-    cache_key = (param.init, param.shape, dtype, sharding, jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key))
+    cache_key = (
+        param.init,
+        param.shape,
+        dtype,
+        sharding,
+        jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key),
+    )
     try:
         kernel = _KERNELS.get(cache_key)
     except TypeError:  # an unhashable initializer: compile, but do not cache
@@ -126,7 +132,9 @@ def draw(key: jax.Array, path: Path, param: Param, dtype: np.dtype, sharding: An
 _PROGRAMS: dict[Any, Any] = {}
 
 
-def draw_all(key: jax.Array, todo: Mapping[Path, tuple[Param, np.dtype, Any]]) -> dict[Path, jax.Array]:
+def draw_all(
+    key: jax.Array, todo: Mapping[Path, tuple[Param, np.dtype, Any]]
+) -> dict[Path, jax.Array]:
     """Every parameter in ``todo`` drawn in one jit-compiled call, each into its sharding."""
     paths = list(todo)
     for p in paths:  # validates each initializer's output once

@@ -106,7 +106,9 @@ def resolve(choice: PerPath, path: Path, default: Any = None) -> Any:
     for pattern, value in choice.items():
         if pattern == "*":
             hit = 0
-        elif name == pattern or name.startswith(pattern + "/") or fnmatch.fnmatchcase(name, pattern):
+        elif (
+            name == pattern or name.startswith(pattern + "/") or fnmatch.fnmatchcase(name, pattern)
+        ):
             hit = len(pattern) + 1
         else:
             continue

@@ -184,7 +184,9 @@ def _shape_str(x: Any) -> str:
     return str(tuple(x.shape))
 
 
-def describe_mismatch(path: Path, found: Any, expected: Any, found_what: str, expected_what: str) -> str:
+def describe_mismatch(
+    path: Path, found: Any, expected: Any, found_what: str, expected_what: str
+) -> str:
     """``'fc1/kernel': loaded shape (10, 4), expected (4, 10)`` plus a transpose hint."""
     line = (
         f"size mismatch for {_paths.join(path)!r}: {found_what} shape {_shape_str(found)}, "
@@ -199,7 +201,9 @@ def describe_mismatch(path: Path, found: Any, expected: Any, found_what: str, ex
     return line
 
 
-def _check_dtype(path: Path, new: Any, want: Any, cast: bool, problems: list[str], casts: list[Path]) -> Any:
+def _check_dtype(
+    path: Path, new: Any, want: Any, cast: bool, problems: list[str], casts: list[Path]
+) -> Any:
     if want is None or np.dtype(new.dtype) == np.dtype(want):
         return new
     if cast:
@@ -255,7 +259,11 @@ def load_state(
         old = cur.get(path)
         if old is None:
             owner = next((path[:i] for i in range(len(path)) if path[:i] in cur), None)
-            if owner is not None and isinstance(cur[owner], Uninitialized) and cur[owner].shape is None:
+            if (
+                owner is not None
+                and isinstance(cur[owner], Uninitialized)
+                and cur[owner].shape is None
+            ):
                 covered.add(owner)  # a placeholder of unknown structure takes any subtree
                 merged[path] = _check_dtype(path, new, cur[owner].dtype, cast, problems, casts)
                 loaded.append(path)
@@ -273,7 +281,9 @@ def load_state(
             if not old.matches(tuple(new.shape)):
                 problems.append(describe_mismatch(path, new, old, "loaded", "expected"))
                 continue
-            merged[path] = _place(_check_dtype(path, new, old.dtype, cast, problems, casts), old.device)
+            merged[path] = _place(
+                _check_dtype(path, new, old.dtype, cast, problems, casts), old.device
+            )
         else:
             if tuple(new.shape) != tuple(old.shape):
                 problems.append(describe_mismatch(path, new, old, "loaded", "current"))
@@ -293,7 +303,8 @@ def load_state(
         ]
     if problems:
         raise StateMismatchError(
-            f"Error(s) loading state ({len(problems)}):\n  " + "\n  ".join(problems)
+            f"Error(s) loading state ({len(problems)}):\n  "
+            + "\n  ".join(problems)
             + "\nNothing was changed. Fix the state, or pass strict=False to load what fits "
             "and get a report of the rest.",
             tuple(problems),

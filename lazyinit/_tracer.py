@@ -185,9 +185,7 @@ class _Node(Mapping):
 
     def __iter__(self) -> Iterator[str]:
         n = len(self._rel)
-        return iter(
-            sorted({p[n] for p in self._rec.params if p[:n] == self._rel and len(p) > n})
-        )
+        return iter(sorted({p[n] for p in self._rec.params if p[:n] == self._rel and len(p) > n}))
 
     def __len__(self) -> int:
         return len(list(iter(self)))
@@ -223,9 +221,11 @@ def _signature(args: Any) -> Any:
     """A hashable key for the shapes, dtypes and static values of ``args``, or None."""
     leaves, treedef = jax.tree.flatten(args)
     sig = tuple(
-        (l.shape, l.dtype, l.weak_type) if isinstance(l, jax.ShapeDtypeStruct) else
-        (np.shape(l), l.dtype, bool(getattr(getattr(l, "aval", None), "weak_type", False)))
-        if _is_array(l) else ("static", l)
+        (l.shape, l.dtype, l.weak_type)
+        if isinstance(l, jax.ShapeDtypeStruct)
+        else (np.shape(l), l.dtype, bool(getattr(getattr(l, "aval", None), "weak_type", False)))
+        if _is_array(l)
+        else ("static", l)
         for l in leaves
     )
     try:
@@ -315,7 +315,10 @@ def _check_specs(layer: Any, path: Path, specs: Any) -> dict[str, Param]:
                 f"Parameter {full!r} of {where}: init must be callable as init(key, shape, "
                 f"dtype), got {param.init!r}."
             )
-    return {name: dataclasses.replace(p, shape=tuple(int(d) for d in p.shape)) for name, p in specs.items()}
+    return {
+        name: dataclasses.replace(p, shape=tuple(int(d) for d in p.shape))
+        for name, p in specs.items()
+    }
 
 
 def _shapes(args: tuple, kwargs: dict) -> str:
@@ -357,17 +360,23 @@ def trace_call(layer: Any, call: Any, node: _Node, args: tuple, kwargs: dict) ->
         ) from e
     except Exception as e:
         located = InferShapeError(
-            f"{where} failed on inputs of shape {_shapes(args, kwargs)}: "
-            f"{type(e).__name__}: {e}"
+            f"{where} failed on inputs of shape {_shapes(args, kwargs)}: {type(e).__name__}: {e}"
         )
         located.layer_path = path
         raise located from e
     outputs = jax.tree.map(lambda o: _aval(o) if _is_array(o) else o, out)
-    sub.calls.insert(0, Call(path, layer, jax.tree.map(
-        lambda a: _aval(a) if _is_array(a) else a, (args, kwargs)), outputs))
+    sub.calls.insert(
+        0,
+        Call(
+            path,
+            layer,
+            jax.tree.map(lambda a: _aval(a) if _is_array(a) else a, (args, kwargs)),
+            outputs,
+        ),
+    )
     frag = sub.freeze(outputs)
     frag = dataclasses.replace(
-        frag, calls=tuple(dataclasses.replace(c, path=c.path[len(path):]) for c in frag.calls)
+        frag, calls=tuple(dataclasses.replace(c, path=c.path[len(path) :]) for c in frag.calls)
     )
     _CACHE.put(key, frag)
     rec.graft(rel, frag)
@@ -395,7 +404,9 @@ def _check_collisions(t: Trace) -> None:
         for i in range(1, len(q))
         if (p := q[:i]) in t.params
     ]
-    bad += [f"{_paths.join(p)!r} is both a parameter and a layer" for p in t.layers if p in t.params]
+    bad += [
+        f"{_paths.join(p)!r} is both a parameter and a layer" for p in t.layers if p in t.params
+    ]
     if bad:
         raise DuplicateParamError(
             "Parameter paths collide:\n  " + "\n  ".join(bad) + "\nRename one of them."
