@@ -39,7 +39,7 @@ _COLLECTOR: contextvars.ContextVar[tuple[dict[int, Path], dict[Path, Any]] | Non
 )
 
 
-def apply(model: Any, params: Params, *args: Any, mutable: bool = False, **kwargs: Any) -> Any:
+def apply(model: Any, params: Params, /, *args: Any, mutable: bool = False, **kwargs: Any) -> Any:
     """``model(params, *args, **kwargs)``; with ``mutable=True``, returns ``(out, updates)``.
 
     ``updates`` is a nested dict of the buffers the call updated, by path;

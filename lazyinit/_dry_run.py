@@ -32,6 +32,7 @@ def _covering(state: dict[Path, Any], path: Path) -> Path | None:
 def dry_run(
     model: Any,
     key: Any,
+    /,
     *args: Any,
     state: Params | None = None,
     strict: bool = True,

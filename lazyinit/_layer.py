@@ -75,7 +75,7 @@ def _traced(call: Any) -> Any:
     """Wraps a layer's ``__call__``: trace under a dry run, check params at the top of a real call."""
 
     @functools.wraps(call)
-    def __call__(self: Layer, params: Any, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self: Layer, params: Any, /, *args: Any, **kwargs: Any) -> Any:
         if isinstance(params, _Node):
             return trace_call(self, call, params, args, kwargs)
         if getattr(_apply, "depth", 0):
@@ -155,7 +155,7 @@ class Layer:
     def __call__(self, params: Any, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must define __call__(self, params, ...).")
 
-    def apply(self, params: Any, *args: Any, **kwargs: Any) -> Any:
+    def apply(self, params: Any, /, *args: Any, **kwargs: Any) -> Any:
         """The same as ``self(params, *args, **kwargs)``."""
         return self(params, *args, **kwargs)
 
@@ -167,7 +167,7 @@ class Layer:
             if isinstance(getattr(self, f.name), Layer)
         }
 
-    def dry_run(self, key: Any, *args: Any, **kwargs: Any) -> Any:
+    def dry_run(self, key: Any, /, *args: Any, **kwargs: Any) -> Any:
         """``li.dry_run(self, key, *args, **kwargs)``."""
         from ._dry_run import dry_run
 
