@@ -129,7 +129,7 @@ def dry_run(
                 out[path] = leaf
     unexpected = [p for p in have if p not in used]
     if strict:
-        params = list(t.params)
+        params = [p for p in t.params if p not in have]
         problems += [
             f"unexpected key {_paths.join(p)!r} in state: the model has no such parameter"
             f"{_paths.near_miss(p, params)}"

@@ -91,7 +91,15 @@ def unflatten(flat: Mapping[Path, Any], skeleton: Iterable[Path] = ()) -> dict[s
 
 
 def near_miss(path: Path, candidates: list[Path]) -> str:
-    """A hint such as `` (did you mean 'fc1/weight'?)``, or ``''``."""
+    """A hint such as `` (did you mean 'fc1/kernel'?)``, or ``''``.
+
+    ``candidates`` are the paths left unmatched on the other side. The only
+    one under the same parent wins (``fc1/weight`` -> ``fc1/kernel``);
+    otherwise the closest spelling, if any is close.
+    """
+    siblings = [c for c in candidates if c[:-1] == path[:-1]]
+    if len(siblings) == 1:
+        return f" (did you mean {join(siblings[0])!r}?)"
     names = [join(c) for c in candidates]
     close = difflib.get_close_matches(join(path), names, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""

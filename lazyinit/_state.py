@@ -294,12 +294,11 @@ def load_state(
         del merged[owner]
     missing = [p for p in cur if p not in inc and p not in covered]
     if strict:
-        targets = list(cur)
         problems += [
-            f"missing key {_paths.join(p)!r}{_paths.near_miss(p, list(inc))}" for p in missing
+            f"missing key {_paths.join(p)!r}{_paths.near_miss(p, unexpected)}" for p in missing
         ]
         problems += [
-            f"unexpected key {_paths.join(p)!r}{_paths.near_miss(p, targets)}" for p in unexpected
+            f"unexpected key {_paths.join(p)!r}{_paths.near_miss(p, missing)}" for p in unexpected
         ]
     if problems:
         raise StateMismatchError(
