@@ -18,9 +18,21 @@ __all__ = [
     "DuplicateParamError",
     "InitializerError",
     "StateMismatchError",
+    "ConvertStateError",
     "InvalidTreeError",
     "ParamsMismatchError",
     "UpdateBuffersError",
+    "DeletedParamError",
+    "ReadCheckpointError",
+    "ReadPickleError",
+    "ReadVersionError",
+    "WriteCheckpointError",
+    "OverwriteCheckpointError",
+    "ShardParamError",
+    "ReshardStateError",
+    "ProcessMismatchError",
+    "ConfigureLayerError",
+    "RequireKeyError",
     "LazyInitWarning",
 ]
 
@@ -65,6 +77,14 @@ class StateMismatchError(LazyInitError, ValueError):
         self.problems = problems
 
 
+class ConvertStateError(StateMismatchError):
+    """Another library's state (a PyTorch state dict, flax variables) does not fit the model's layout.
+
+    Raised by :mod:`lazyinit.interop` with every missing, unexpected and
+    mis-shaped entry listed in ``problems``; nothing is converted.
+    """
+
+
 class InvalidTreeError(LazyInitError, TypeError):
     """A parameter tree holds a leaf or key that lazyinit cannot address."""
 
@@ -75,6 +95,55 @@ class ParamsMismatchError(LazyInitError, ValueError):
 
 class UpdateBuffersError(LazyInitError, RuntimeError):
     """A layer updated its buffers outside ``li.apply(..., mutable=True)``."""
+
+
+class DeletedParamError(LazyInitError, ValueError):
+    """A parameter is an array that was deleted or donated to a jit-compiled call."""
+
+
+class ReadCheckpointError(LazyInitError, ValueError):
+    """A file is not a valid lazyinit checkpoint: truncated, corrupt or foreign.
+
+    The only error that reading a file's bytes can raise; its subclasses say why more precisely.
+    """
+
+
+class ReadPickleError(ReadCheckpointError):
+    """A pickle-based file (``.pt``, ``.pkl``, ``.ckpt``): lazyinit never unpickles."""
+
+
+class ReadVersionError(ReadCheckpointError):
+    """A checkpoint written by a newer format version than this lazyinit reads."""
+
+
+class WriteCheckpointError(LazyInitError, ValueError):
+    """A tree cannot be saved as it is (an abstract, deleted or unsupported leaf)."""
+
+
+class OverwriteCheckpointError(LazyInitError, FileExistsError):
+    """A save would replace an existing file and ``overwrite=True`` was not given."""
+
+
+class ShardParamError(LazyInitError, ValueError):
+    """A parameter cannot be laid out on the mesh: a logical axis without a rule, a rule
+    naming a mesh axis the mesh lacks, or a dimension its mesh axes do not divide."""
+
+
+class ReshardStateError(StateMismatchError):
+    """A loaded array is already spread over devices in another layout than the planned one
+    (``reshard=True`` moves it and reports it)."""
+
+
+class ProcessMismatchError(LazyInitError, ValueError):
+    """The processes of a multi-process run disagree on the parameters they would materialize."""
+
+
+class ConfigureLayerError(LazyInitError, ValueError):
+    """A layer was built with option values that cannot work (``groups`` not dividing ``out_channels``)."""
+
+
+class RequireKeyError(LazyInitError, TypeError):
+    """A random layer (``Dropout``) was called in training mode without a PRNG ``key``."""
 
 
 class LazyInitWarning(UserWarning):

@@ -1,0 +1,195 @@
+"""``TrainingCheckpoints``: resumable training state through orbax-checkpoint.
+
+:func:`lazyinit.save` writes one portable file of one parameter tree, for
+sharing weights, lazy states and exports. A training run needs more: the
+params *and* the optimizer state, the step and the buffers, saved every few
+steps, the last few kept, sharded arrays written by every host and read back
+onto their shardings. That is orbax's job; this module is a thin layer over
+its ``CheckpointManager`` that adds lazyinit's checks: a state holding
+placeholders or deleted (donated) arrays is refused by path before anything
+is written, and a restore compares every path, shape and dtype with the
+target first, listing every problem at once.
+
+::
+
+    ckpts = li.TrainingCheckpoints("runs/exp1", keep=3)
+    state = {"params": params, "opt_state": opt_state, "step": jnp.asarray(0)}
+    for step in range(start, steps):
+        state = train_step(state, batch)
+        ckpts.save(step, state)             # every call, or every N with save_every=N
+    ...
+    state = ckpts.restore(like=state)       # latest step, onto like's shardings
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from . import _paths
+from ._errors import DeletedParamError, StateMismatchError, UninitializedParamError
+from ._spec import Uninitialized
+from ._state import describe_mismatch
+
+__all__ = ["TrainingCheckpoints"]
+
+
+def _flat(tree: Any) -> dict[str, Any]:
+    leaves = jax.tree_util.tree_flatten_with_path(
+        tree, is_leaf=lambda x: isinstance(x, Uninitialized)
+    )[0]
+    return {jax.tree_util.keystr(p, simple=True, separator="/"): leaf for p, leaf in leaves}
+
+
+def _check_savable(flat: dict[str, Any]) -> None:
+    holes = [p for p, leaf in flat.items() if isinstance(leaf, Uninitialized)]
+    if holes:
+        raise UninitializedParamError(
+            f"Cannot save a training state that holds placeholders: {', '.join(holes)}. Run "
+            "li.dry_run(model, key, sample) first; save lazy states with li.save."
+        )
+    gone = [p for p, leaf in flat.items() if isinstance(leaf, jax.Array) and leaf.is_deleted()]
+    if gone:
+        raise DeletedParamError(
+            f"Cannot save deleted arrays: {', '.join(gone)}. They were donated to a "
+            "jit-compiled call (donate_argnums) or deleted; save the state that call returned."
+        )
+
+
+def _target(leaf: Any) -> Any:
+    """What orbax restores ``leaf`` as: a ShapeDtypeStruct on a sharding."""
+    if isinstance(leaf, (jax.Array, jax.ShapeDtypeStruct, np.ndarray, np.generic)):
+        sharding = getattr(leaf, "sharding", None)
+        if sharding is None:
+            sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        return jax.ShapeDtypeStruct(np.shape(leaf), leaf.dtype, sharding=sharding)
+    return leaf
+
+
+class TrainingCheckpoints:
+    """A directory of training-state checkpoints, one per step, the last ``keep`` kept.
+
+    Args:
+      directory: where the steps go (created if needed).
+      keep: how many of the most recent steps to keep; older ones are deleted.
+      save_every: save only steps that are a multiple of it (``save(force=True)``
+        saves any step).
+      async_save: write in the background; :meth:`wait` or :meth:`close` waits.
+
+    The state is any pytree of arrays: typically ``{"params": ..., "opt_state":
+    ..., "step": ..., "buffers": ...}`` with optax's state as it is. Use it as a
+    context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        keep: int = 3,
+        save_every: int = 1,
+        async_save: bool = False,
+    ):
+        import orbax.checkpoint as ocp
+
+        self._ocp = ocp
+        self.directory = os.path.abspath(os.fspath(directory))
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep,
+            save_interval_steps=save_every,
+            enable_async_checkpointing=async_save,
+            create=True,
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
+        )
+
+    def save(self, step: int, state: Any, *, force: bool = False) -> bool:
+        """Saves ``state`` as ``step``; returns whether it saved (``save_every``, ``force``).
+
+        Raises:
+          UninitializedParamError: ``state`` holds placeholders (listed by path).
+          DeletedParamError: ``state`` holds deleted or donated arrays (listed by path).
+        """
+        _check_savable(_flat(state))
+        return bool(
+            self._manager.save(int(step), args=self._ocp.args.StandardSave(state), force=force)
+        )
+
+    def restore(self, like: Any, *, step: int | None = None) -> Any:
+        """The state saved at ``step`` (default: the latest), shaped and sharded like ``like``.
+
+        ``like`` is the state a fresh run would start from, or its abstract
+        version (``jax.ShapeDtypeStruct`` leaves, with shardings for sharded
+        arrays): every path, shape and dtype is checked against the saved
+        metadata first, and arrays come back on ``like``'s shardings.
+
+        Raises:
+          FileNotFoundError: there is no checkpoint (at ``step``) in the directory.
+          StateMismatchError: the saved state does not fit ``like``; lists every path.
+        """
+        self.wait()
+        steps = self.steps()
+        if step is None:
+            if not steps:
+                raise FileNotFoundError(
+                    f"No training checkpoint in {self.directory!r}: nothing to resume. Start "
+                    "from a fresh state, or point TrainingCheckpoints at the run's directory."
+                )
+            step = steps[-1]
+        elif step not in steps:
+            raise FileNotFoundError(
+                f"No training checkpoint for step {step} in {self.directory!r}; it has steps "
+                f"{list(steps)} (older ones are deleted beyond keep=...)."
+            )
+        saved = _flat(self._manager.item_metadata(step))
+        want = _flat(like)
+        _check_savable({p: v for p, v in want.items() if isinstance(v, Uninitialized)})
+        problems = []
+        for p, w in want.items():
+            s = saved.get(p)
+            if s is None:
+                problems.append(f"missing key {p!r}{_paths.near_miss((p,), [(q,) for q in saved])}")
+            elif hasattr(w, "shape") and tuple(s.shape) != tuple(np.shape(w)):
+                problems.append(describe_mismatch((p,), s, w, "saved", "expected"))
+            elif hasattr(w, "dtype") and np.dtype(s.dtype) != np.dtype(w.dtype):
+                problems.append(
+                    f"dtype mismatch for {p!r}: saved {np.dtype(s.dtype).name}, expected "
+                    f"{np.dtype(w.dtype).name}"
+                )
+        problems += [f"unexpected key {p!r}" for p in saved if p not in want]
+        if problems:
+            raise StateMismatchError(
+                f"Cannot restore step {step} from {self.directory!r} ({len(problems)} "
+                "problem(s)); nothing was restored:\n  "
+                + "\n  ".join(problems)
+                + "\nPass like= the state this run starts from (same model, optimizer and "
+                "input size).",
+                tuple(problems),
+            )
+        target = jax.tree.map(_target, like)
+        return self._manager.restore(step, args=self._ocp.args.StandardRestore(target))
+
+    def steps(self) -> list[int]:
+        """The saved steps, oldest first."""
+        return sorted(self._manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        """The newest saved step, or None."""
+        return self._manager.latest_step()
+
+    def wait(self) -> None:
+        """Waits for a background save to finish."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Waits for pending saves and releases orbax's resources."""
+        self._manager.close()
+
+    def __enter__(self) -> TrainingCheckpoints:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
