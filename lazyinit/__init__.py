@@ -12,6 +12,8 @@ from ._buffers import apply as apply
 from ._buffers import merge as merge
 from ._buffers import partition as partition
 from ._buffers import update_buffers as update_buffers
+from ._checkpoint import load as load
+from ._checkpoint import save as save
 from ._dry_run import dry_run as dry_run
 from ._errors import *  # noqa: F403
 from ._errors import __all__ as _errors
@@ -31,6 +33,7 @@ from ._tracer import Call as Call
 from ._tracer import Trace as Trace
 from ._tracer import clear_cache as clear_cache
 from ._tracer import trace as trace
+from ._training_state import TrainingCheckpoints as TrainingCheckpoints
 
 __version__ = "0.1.0"
 
@@ -40,6 +43,9 @@ __all__ = [
     "merge",
     "partition",
     "update_buffers",
+    "save",
+    "load",
+    "TrainingCheckpoints",
     "dry_run",
     "Layer",
     "Linear",
