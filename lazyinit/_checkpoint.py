@@ -186,7 +186,7 @@ def save(path: str | os.PathLike[str], tree: Params, *, overwrite: bool = False)
     >>> path = os.path.join(tempfile.mkdtemp(), "linear.safetensors")
     >>> li.save(path, params)
     >>> jax.tree.map(jnp.shape, li.load(path, like=li.lazy_state(model)))
-    {'kernel': (3, 4), 'bias': (4,)}
+    {'bias': (4,), 'kernel': (3, 4)}
     """
     path = os.fspath(path)
     if path.lower().endswith(_PICKLE_SUFFIXES):
