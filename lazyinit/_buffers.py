@@ -26,9 +26,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import _paths
-from ._errors import UpdateBuffersError
+from ._errors import InferShapeError, UpdateBuffersError
 from ._state import _own_specs
-from ._tracer import _Node
+from ._tracer import _Node, trace
 from ._typing import Params, Path
 
 __all__ = ["apply", "update_buffers", "partition", "merge"]
@@ -93,20 +93,38 @@ def update_buffers(params: Any, **values: Any) -> None:
         updates[(*path, name)] = value
 
 
-def partition(model: Any, params: Params) -> tuple[Params, Params]:
+def partition(
+    model: Any, params: Params, *sample: Any, **sample_kwargs: Any
+) -> tuple[Params, Params]:
     """Splits ``params`` into ``(trainable, buffers)`` by the specs' ``trainable`` flags.
 
-    Both halves keep the nesting; a leaf is in exactly one. ``merge`` undoes it.
+    Both halves keep the nesting; a leaf is in exactly one; :func:`merge`
+    undoes it. The flags are read from the model's specs without input; a
+    layer whose specs need to see the input to name its parameters needs a
+    sample, as for a dry run: ``li.partition(model, params, x)``.
+
+    Raises:
+      InferShapeError: no sample was given and a layer's specs need one.
     """
-    frozen: set[Path] = set()
+    if sample or sample_kwargs:
+        specs = trace(model, *sample, **sample_kwargs).params
+        frozen = {p for p, spec in specs.items() if not spec.trainable}
+    else:
+        frozen = set()
 
-    def walk(layer: Any, path: Path) -> None:
-        own = _own_specs(layer) or {}
-        frozen.update((*path, n) for n, p in own.items() if not p.trainable)
-        for name, child in layer.children().items():
-            walk(child, (*path, name))
+        def walk(layer: Any, path: Path) -> None:
+            own = _own_specs(layer)
+            if own is None:
+                raise InferShapeError(
+                    f"li.partition cannot tell which parameters of {type(layer).__name__} at "
+                    f"{_paths.join(path)!r} are trainable without seeing an input: pass a sample, "
+                    "li.partition(model, params, x)."
+                )
+            frozen.update((*path, n) for n, p in own.items() if not p.trainable)
+            for name, child in layer.children().items():
+                walk(child, (*path, name))
 
-    walk(model, ())
+        walk(model, ())
     flat = _paths.flatten(params, lambda x: True, what="params")
     skeleton = _paths.subtrees(params)
     trainable = {p: v for p, v in flat.items() if p not in frozen}
