@@ -451,5 +451,7 @@ def trace(model: Any, *args: Any, **kwargs: Any) -> Trace:
         t = _CACHE.get(key)
         if t is None:  # an unhashable model or input: what the root recorded
             t = root.freeze(out)
-    _check_collisions(t)
+    if not getattr(t, "_checked", False):
+        _check_collisions(t)
+        object.__setattr__(t, "_checked", True)  # a cached trace is checked once
     return t
