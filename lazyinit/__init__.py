@@ -8,19 +8,35 @@ model abstractly on a sample input and materializes its parameters. See
 from . import initializers as initializers
 from ._activations import *  # noqa: F403
 from ._activations import __all__ as _activations
+from ._attention import MultiHeadAttention as MultiHeadAttention
+from ._batch_norm import BatchNorm as BatchNorm
+from ._batch_norm import InstanceNorm as InstanceNorm
 from ._buffers import apply as apply
 from ._buffers import merge as merge
 from ._buffers import partition as partition
 from ._buffers import update_buffers as update_buffers
 from ._checkpoint import load as load
 from ._checkpoint import save as save
+from ._combinators import Parallel as Parallel
+from ._combinators import Residual as Residual
+from ._conv import Conv as Conv
+from ._conv import ConvTranspose as ConvTranspose
+from ._dropout import Dropout as Dropout
 from ._dry_run import dry_run as dry_run
+from ._embedding import Embedding as Embedding
 from ._errors import *  # noqa: F403
 from ._errors import __all__ as _errors
 from ._layer import Layer as Layer
 from ._linear import Linear as Linear
 from ._materialize import KEY_SCHEME as KEY_SCHEME
 from ._materialize import param_key as param_key
+from ._norm import GroupNorm as GroupNorm
+from ._norm import LayerNorm as LayerNorm
+from ._norm import RMSNorm as RMSNorm
+from ._pooling import AvgPool as AvgPool
+from ._pooling import GlobalAvgPool as GlobalAvgPool
+from ._pooling import MaxPool as MaxPool
+from ._reshape import Flatten as Flatten
 from ._sequential import Sequential as Sequential
 from ._spec import Param as Param
 from ._spec import Uninitialized as Uninitialized
@@ -49,6 +65,22 @@ __all__ = [
     "dry_run",
     "Layer",
     "Linear",
+    "Conv",
+    "ConvTranspose",
+    "BatchNorm",
+    "InstanceNorm",
+    "LayerNorm",
+    "RMSNorm",
+    "GroupNorm",
+    "Embedding",
+    "MultiHeadAttention",
+    "Dropout",
+    "MaxPool",
+    "AvgPool",
+    "GlobalAvgPool",
+    "Flatten",
+    "Residual",
+    "Parallel",
     "KEY_SCHEME",
     "param_key",
     "Sequential",

@@ -7,10 +7,12 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
+
 from ._errors import InvalidLayerError
 from ._layer import Layer
 
-__all__ = ["Sequential"]
+__all__ = ["Sequential", "call_child"]
 
 
 @functools.cache
@@ -22,13 +24,32 @@ def _keywords(layer_type: type) -> frozenset[str] | None:
     return frozenset(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
+def call_child(
+    layer: Callable[..., Any], params: Any, name: str, index: int, *args: Any, **kwargs: Any
+) -> Any:
+    """Calls child ``index`` of a combinator, with ``params[name]`` and the keywords it accepts.
+
+    A plain function gets only ``args``. A ``key`` is replaced by
+    ``jax.random.fold_in(key, index)``, so that no two children (two
+    ``Dropout`` layers) ever draw with the same key.
+    """
+    if not isinstance(layer, Layer):
+        return layer(*args)
+    names = _keywords(type(layer))
+    given = kwargs if names is None else {k: v for k, v in kwargs.items() if k in names}
+    if given.get("key") is not None:
+        given = {**given, "key": jax.random.fold_in(given["key"], index)}
+    return layer(params.get(name, {}), *args, **given)
+
+
 class Sequential(Layer):
     """Applies each entry to the previous one's output, like ``torch.nn.Sequential``.
 
     Entries are layers or plain functions (``li.relu``). A layer's params are
     under its index as a string, so functions leave gaps as in PyTorch's
     state dicts. Keyword arguments of the call (``train=True``) reach every
-    layer whose ``__call__`` accepts them.
+    layer whose ``__call__`` accepts them; ``key=`` reaches layer ``i`` as
+    ``jax.random.fold_in(key, i)``.
 
     >>> import jax, jax.numpy as jnp, lazyinit as li
     >>> mlp = li.Sequential([li.Linear(8), li.relu, li.Linear(1)])
@@ -56,10 +77,5 @@ class Sequential(Layer):
 
     def __call__(self, params: Any, x: Any, **kwargs: Any) -> Any:
         for i, layer in enumerate(self.layers):
-            if isinstance(layer, Layer):
-                names = _keywords(type(layer))
-                given = kwargs if names is None else {k: v for k, v in kwargs.items() if k in names}
-                x = layer(params[str(i)], x, **given)
-            else:
-                x = layer(x)
+            x = call_child(layer, params, str(i), i, x, **kwargs)
         return x
