@@ -114,7 +114,10 @@ class Layer:
     * A *leaf* layer overrides :meth:`specs`, which receives the same inputs
       as ``__call__`` (abstract ones during a dry run) and returns
       ``{name: li.Param(...)}``; its ``__call__(params, ...)`` then finds those
-      names in ``params``.
+      names in ``params``. ``specs`` may declare fewer inputs than
+      ``__call__``: trailing positional inputs and keywords it does not name
+      are not passed to it (``def specs(self, x)`` serves
+      ``def __call__(self, params, x, mask=None, *, train=False)``).
     * A *composite* layer calls each child with its sub-dict,
       ``self.fc1(params["fc1"], x)``: the key is the field name.
 

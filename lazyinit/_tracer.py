@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
+import inspect
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -328,6 +330,29 @@ def _shapes(args: tuple, kwargs: dict) -> str:
     return ", ".join([show(a) for a in args] + [f"{k}={show(v)}" for k, v in kwargs.items()])
 
 
+@functools.cache
+def _specs_signature(specs: Any) -> tuple[int | None, frozenset[str] | None]:
+    """How many positional inputs and which keywords ``specs`` takes (None: any)."""
+    params = list(inspect.signature(specs).parameters.values())[1:]  # drop self
+    kinds = {p.kind for p in params}
+    positional = sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+    names = frozenset(p.name for p in params if p.kind is not p.POSITIONAL_ONLY)
+    return (
+        None if inspect.Parameter.VAR_POSITIONAL in kinds else positional,
+        None if inspect.Parameter.VAR_KEYWORD in kinds else names,
+    )
+
+
+def _call_specs(layer: Any, args: tuple, kwargs: dict) -> Any:
+    """``layer.specs`` with the inputs it declares: a spec may ignore some call arguments."""
+    n, names = _specs_signature(type(layer).specs)
+    if n is not None:
+        args = args[:n]
+    if names is not None:
+        kwargs = {k: v for k, v in kwargs.items() if k in names}
+    return layer.specs(*args, **kwargs)
+
+
 def trace_call(layer: Any, call: Any, node: _Node, args: tuple, kwargs: dict) -> Any:
     """Runs ``layer`` under a dry run at ``node``'s path, or reuses a cached trace of it."""
     rec, rel = node._rec, node._rel
@@ -341,7 +366,7 @@ def trace_call(layer: Any, call: Any, node: _Node, args: tuple, kwargs: dict) ->
     path = sub.base
     where = f"{type(layer).__name__} at {_paths.join(path)!r}"
     try:
-        own = _check_specs(layer, path, layer.specs(*args, **kwargs))
+        own = _check_specs(layer, path, _call_specs(layer, args, kwargs))
         sub.declare((), own, layer)
         sub.layers[()] = None
         out = call(layer, _Node(sub, ()), *args, **kwargs)
@@ -354,10 +379,12 @@ def trace_call(layer: Any, call: Any, node: _Node, args: tuple, kwargs: dict) ->
     except LazyInitError:
         raise
     except _CONCRETIZATION as e:
-        raise InferShapeError(
+        located = InferShapeError(
             f"{where}: a shape depends on the values of the input. Parameter and output "
             "shapes may depend only on input shapes and dtypes (and static arguments)."
-        ) from e
+        )
+        located.layer_path = path  # so that enclosing layers do not wrap it again
+        raise located from e
     except Exception as e:
         located = InferShapeError(
             f"{where} failed on inputs of shape {_shapes(args, kwargs)}: {type(e).__name__}: {e}"

@@ -83,6 +83,18 @@ def test_empty_layers_keep_their_sub_dict(key):
     assert Holder()(params, X).shape == (4, 2)
 
 
+def test_specs_receive_only_the_inputs_they_declare(key):
+    class Masked(li.Layer):
+        def specs(self, x):
+            return {"w": li.Param((x.shape[-1],), li.initializers.ones)}
+
+        def __call__(self, params, x, mask=None, *, train=False):
+            return jnp.where(mask, x, 0.0) * params["w"][None] if train else x
+
+    params = li.dry_run(Masked(), key, X, X > 0, train=True)
+    assert params["w"].shape == (6,)
+
+
 def test_weight_sharing_by_calling_one_layer_twice(key):
     class Tied(li.Layer):
         fc: li.Layer = li.Linear(6)
