@@ -13,8 +13,24 @@ import fnmatch
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ._errors import InvalidTreeError
+from ._errors import DeletedParamError, InvalidTreeError
 from ._typing import Path, PathStr, PerPath
+
+
+def is_deleted(x: Any) -> bool:
+    """Whether ``x`` is a ``jax.Array`` that was deleted or donated (tracers and numpy: no)."""
+    try:
+        return x.is_deleted() is True
+    except Exception:
+        return False
+
+
+def deleted_error(what: str, paths: list[str]) -> DeletedParamError:
+    return DeletedParamError(
+        f"The {what} holds deleted arrays: {', '.join(repr(p) for p in paths)}. They were "
+        "donated to a jit-compiled call (donate_argnums) or deleted with .delete(); use the "
+        "arrays that call returned instead."
+    )
 
 
 def join(path: Path) -> PathStr:
@@ -30,6 +46,7 @@ def flatten(
     Raises:
       InvalidTreeError: for a non-mapping top level, an illegal key, or a leaf
         for which ``is_leaf`` is false (a ``str``, ``None``, a ``list``...).
+      DeletedParamError: for arrays that were deleted or donated.
     """
     if not isinstance(tree, Mapping):
         raise InvalidTreeError(
@@ -58,6 +75,9 @@ def flatten(
     walk(tree, ())
     if bad:
         raise InvalidTreeError(f"The {what} cannot be addressed by path:\n  " + "\n  ".join(bad))
+    gone = [join(p) for p, v in out.items() if is_deleted(v)]
+    if gone:
+        raise deleted_error(what, gone)
     return out
 
 
