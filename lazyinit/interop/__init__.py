@@ -1,0 +1,12 @@
+"""Meet users where they are: PyTorch state dicts and flax modules and params.
+
+* :mod:`lazyinit.interop.torch`: ``from_torch_state_dict`` and
+  ``to_torch_state_dict`` convert between PyTorch state dicts and lazyinit
+  params, layer by layer. ``torch`` is imported only when they run.
+* :mod:`lazyinit.interop.flax`: ``FlaxModule`` wraps any ``flax.linen.Module``
+  as a lazyinit layer whose parameters the dry run infers;
+  ``from_flax_variables`` and ``to_flax_variables`` convert between flax
+  variables and the params of lazyinit's own layers.
+
+Both submodules are imported on first use: ``import lazyinit.interop.torch``.
+"""

@@ -1,0 +1,368 @@
+"""flax.linen modules as lazyinit layers, and params converted between lazyinit's layers and flax's.
+
+:class:`FlaxModule` wraps any ``flax.linen.Module``: the dry run asks flax
+for the shapes of the module's variables (``jax.eval_shape`` of its ``init``
+on the abstract sample) and declares each leaf as a ``li.Param`` at
+``<layer path>/<collection>/<flax path>``, whose initializer is flax's own
+``init`` of that leaf. So the wrapped module takes part in everything a
+lazyinit layer does: abstract and eager dry runs (keys from paths), loading,
+``dtype=``/``device=`` choices, ``jax.jit`` and ``jax.grad``. Collections
+other than ``params`` (``batch_stats``) are buffers (``trainable=False``),
+updated under ``li.apply(..., mutable=True)``.
+
+:func:`from_flax_variables` and :func:`to_flax_variables` convert between
+flax variables (``{'params': ..., 'batch_stats': ...}``) and the params of a
+lazyinit model whose layer names mirror the flax module's submodule names
+(``rename=`` maps the rest, e.g. compact names like ``Dense_0``):
+
+=================  ================================  =================================
+lazyinit           flax.linen                        conversion
+=================  ================================  =================================
+``Linear``         ``Dense``                         ``kernel``, ``bias`` as they are
+``Conv``           ``Conv``                          HWIO kernels in both
+``ConvTranspose``  ``ConvTranspose``                 flax's kernel (not flipped) in both
+``BatchNorm``      ``BatchNorm``                     ``scale``/``bias`` in ``params``, ``mean``/``var`` in ``batch_stats``
+``LayerNorm``      ``LayerNorm``, ``RMSNorm``,       ``scale``, ``bias``
+                   ``GroupNorm``
+``Embedding``      ``Embed``                         ``embedding``
+``FlaxModule``     the module it wraps               its variables as they are
+=================  ================================  =================================
+
+(The layers' options are not converted: build each side with the same
+``eps``, ``momentum`` and so on; flax's ``momentum`` is ``1 -`` lazyinit's.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import _paths
+from .._buffers import _COLLECTOR, update_buffers
+from .._errors import InferShapeError, UpdateBuffersError
+from .._layer import Layer
+from .._spec import Param
+from .._state import Report
+from .._tracer import _is_array, _Node
+from .._typing import Params, Path
+from . import _convert
+from ._convert import Framework, Leaf, Rule, same
+
+__all__ = ["FlaxModule", "from_flax_variables", "to_flax_variables", "register"]
+
+
+# ---------------------------------------------------------------------------
+# Wrapping a flax module.
+
+
+def _abstract(tree: Any) -> Any:
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if _is_array(x) else x, tree
+    )
+
+
+def _concrete(tree: Any) -> Any:
+    return jax.tree.map(
+        lambda x: jnp.zeros(x.shape, x.dtype) if isinstance(x, jax.ShapeDtypeStruct) else x, tree
+    )
+
+
+def _walk_variables(tree: Mapping, prefix: Path = ()) -> list[tuple[Path, Any]]:
+    out = []
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.extend(_walk_variables(value, (*prefix, key)))
+        else:
+            out.append(((*prefix, key), value))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class _FlaxInit:
+    """``module.init`` on zeros shaped like the sample: every variable, or one leaf of them."""
+
+    module: Any
+    method: str | None
+    args: tuple
+    kwargs: tuple[tuple[str, Any], ...]
+    rngs: tuple[str, ...]
+    path: Path = ()
+
+    def variables(self, key: jax.Array) -> Any:
+        if self.rngs:
+            keys = jax.random.split(key, len(self.rngs) + 1)
+            key = {"params": keys[0], **dict(zip(self.rngs, keys[1:]))}
+        args, kwargs = _concrete((self.args, dict(self.kwargs)))
+        return self.module.init(key, *args, method=self.method, **kwargs)
+
+    def __call__(self, key: jax.Array, shape: Any, dtype: Any = None) -> jax.Array:
+        from flax.core import meta
+
+        leaf = self.variables(key)
+        for name in self.path:
+            leaf = leaf[name]
+        leaf = meta.unbox(leaf)
+        return leaf if dtype is None else leaf.astype(dtype)
+
+    @property
+    def __name__(self) -> str:
+        return repr(self)
+
+    def __repr__(self) -> str:
+        return f"flax_init({type(self.module).__name__}, {'/'.join(self.path)!r})"
+
+
+class _FlaxLeaf(Layer):
+    """One variable of a wrapped flax module, declared where the dry run indexes it."""
+
+    name: str
+    param: Param
+
+    def specs(self) -> dict[str, Param]:
+        return {self.name: self.param}
+
+    def __call__(self, params: Any) -> Any:
+        return params[self.name]
+
+
+def _declare(layer: FlaxModule, node: Any, args: tuple, kwargs: dict, rngs: Any) -> dict:
+    """Declares every variable of ``layer.module`` under ``node``; returns the stand-in values."""
+    from flax.core import meta
+
+    init = _FlaxInit(
+        layer.module,
+        layer.method,
+        _abstract(args),
+        tuple(sorted(_abstract(kwargs).items())),
+        tuple(sorted(rngs)) if isinstance(rngs, Mapping) else (),
+    )
+    shapes = jax.eval_shape(init.variables, jax.random.key(0))
+    variables: dict[str, Any] = {}
+    for path, boxed in _walk_variables(shapes):
+        leaf = meta.unbox(boxed)
+        axes = getattr(boxed, "names", None)
+        param = Param(
+            tuple(leaf.shape),
+            dataclasses.replace(init, path=path),
+            np.dtype(leaf.dtype),
+            tuple(axes) if axes is not None else None,
+            trainable=path[0] == "params",
+        )
+        parent, tree = node, variables
+        for name in path[:-1]:
+            parent, tree = parent[name], tree.setdefault(name, {})
+        tree[path[-1]] = _FlaxLeaf(path[-1], param)(parent)
+    return variables
+
+
+def _report_updates(params: Mapping, new: Mapping) -> None:
+    """Hands the buffers a mutable flax call returned to ``li.apply(..., mutable=True)``."""
+    parents: dict[Path, dict[str, Any]] = {}
+    for path, value in _walk_variables(new):
+        parents.setdefault(path[:-1], {})[path[-1]] = value
+    for at, values in parents.items():
+        parent = params
+        for name in at:
+            parent = parent[name]
+        update_buffers(parent, **values)
+
+
+class FlaxModule(Layer):
+    """Any ``flax.linen.Module`` as a lazyinit layer; the dry run infers its variables.
+
+    The params under this layer's path are the module's flax variables,
+    ``{'params': {...}, 'batch_stats': {...}}``, so a flax checkpoint loads
+    as it is. Call-time keyword arguments reach the module (``rngs=`` too);
+    ``method`` names another method of the module to call.
+
+    >>> import jax, jax.numpy as jnp, flax.linen as nn, lazyinit as li
+    >>> from lazyinit.interop.flax import FlaxModule
+    >>> model = li.Sequential([FlaxModule(nn.Dense(4)), li.relu, li.Linear(1)])
+    >>> params = model.dry_run(jax.random.key(0), jnp.ones((2, 3)))
+    >>> jax.tree.map(jnp.shape, params)
+    {'0': {'params': {'bias': (4,), 'kernel': (3, 4)}}, '2': {'bias': (1,), 'kernel': (4, 1)}}
+    >>> model(params, jnp.ones((2, 3))).shape
+    (2, 1)
+    """
+
+    module: Any
+    method: str | None = None
+
+    def specs(self, *args: Any, **kwargs: Any) -> dict[str, Param]:
+        if not args and not kwargs:  # li.lazy_state asks before any input exists
+            raise InferShapeError(
+                f"FlaxModule({type(self.module).__name__}) names its variables only once it "
+                "sees an input."
+            )
+        return {}  # each variable is declared at its own path, by _declare
+
+    def __call__(self, params: Any, *args: Any, rngs: Any = None, **kwargs: Any) -> Any:
+        call = dict(rngs=rngs, method=self.method, **kwargs)
+        if isinstance(params, _Node):  # the dry run
+            variables = _declare(self, params, args, kwargs, rngs)
+            return self.module.apply(variables, *args, mutable=True, **call)[0]
+        buffers = [c for c in params if c != "params"]
+        if buffers and _COLLECTOR.get() is not None:
+            out, new = self.module.apply(params, *args, mutable=buffers, **call)
+            _report_updates(params, new)
+            return out
+        import flax
+
+        try:
+            return self.module.apply(params, *args, **call)
+        except flax.errors.ModifyScopeVariableError as e:
+            raise UpdateBuffersError(
+                f"FlaxModule({type(self.module).__name__}) updates its {', '.join(buffers)} in "
+                "this call. Call li.apply(model, params, x, ..., mutable=True), which returns "
+                "(out, updates), or call it in evaluation mode."
+            ) from e
+
+
+# ---------------------------------------------------------------------------
+# Converting params between lazyinit layers and their flax equivalents.
+
+_REGISTRY: dict[type, Callable[[Any, dict[Path, Leaf]], list[Rule]]] = {}
+
+
+def register(layer_type: type) -> Callable:
+    """Registers ``converter(layer, leaves) -> list[Rule]`` for ``layer_type`` (and subclasses).
+
+    A rule's flax paths start with the collection: ``('params', 'kernel')``.
+    """
+
+    def decorate(converter: Callable) -> Callable:
+        _REGISTRY[layer_type] = converter
+        return converter
+
+    return decorate
+
+
+def _params(layer: Any, leaves: dict[Path, Leaf]) -> list[Rule]:
+    """Each parameter in flax's ``params`` (buffers in ``batch_stats``) under the same path."""
+    return [
+        Rule((p,), (("params" if leaf.trainable else "batch_stats", *p),), _same, _same)
+        for p, leaf in leaves.items()
+    ]
+
+
+def _same(a: Any) -> tuple[Any]:
+    return (a,)
+
+
+def _wrapped(layer: Any, leaves: dict[Path, Leaf]) -> list[Rule]:
+    return [Rule((p,), (p,), _same, _same) for p in leaves]
+
+
+_REGISTRY[FlaxModule] = _wrapped
+
+
+def _register_builtins() -> None:
+    """Converters for the layers this lazyinit has (the catalogue may grow after this file)."""
+    import lazyinit as li
+
+    for name in (
+        "Linear",
+        "Conv",
+        "ConvTranspose",
+        "BatchNorm",
+        "InstanceNorm",
+        "LayerNorm",
+        "RMSNorm",
+        "GroupNorm",
+        "Embedding",
+        "MultiHeadAttention",
+    ):
+        cls = getattr(li, name, None)
+        if isinstance(cls, type):
+            _REGISTRY.setdefault(cls, _params)
+
+
+def _hint(found: tuple, expected: tuple) -> str:
+    if found != expected and sorted(found) == sorted(expected):
+        return " (the same sizes in another order: is it in another library's layout?)"
+    return ""
+
+
+FRAMEWORK = Framework(
+    name="flax",
+    noun="flax variables",
+    entry="flax variable",
+    registry=_REGISTRY,
+    default=lambda name, leaf: same(name, ("params" if leaf.trainable else "batch_stats", name)),
+    locate=lambda module, rel: (rel[0], *module, *rel[1:]),
+    show="/".join,
+    split=lambda module: tuple(module.split("/")) if module else (),
+    hint=_hint,
+)
+
+
+def from_flax_variables(
+    model: Any,
+    variables: Mapping,
+    /,
+    *sample: Any,
+    strict: bool = True,
+    rename: Mapping[str, str] | Callable[[str], str] | None = None,
+    **kwargs: Any,
+) -> Params | tuple[Params, Report]:
+    """flax variables (``module.init(...)``'s result) as lazyinit params for ``model``.
+
+    The lazyinit model's layer paths name the flax submodules (``fc1`` is
+    ``params/fc1``); ``rename`` maps the rest (``{'fc1': 'Dense_0'}``). The
+    sample and ``strict`` work as in ``lazyinit.interop.torch.from_torch_state_dict``.
+
+    Raises:
+      ConvertStateError: listing every missing, unexpected and mis-shaped
+        variable; nothing is converted.
+
+    >>> import jax, jax.numpy as jnp, flax.linen as nn, lazyinit as li
+    >>> from lazyinit.interop.flax import from_flax_variables
+    >>> variables = nn.Dense(4).init(jax.random.key(0), jnp.ones((2, 3)))
+    >>> params = from_flax_variables(li.Linear(4), variables, jnp.ones((2, 3)))
+    >>> jax.tree.map(jnp.shape, params)
+    {'bias': (4,), 'kernel': (3, 4)}
+    """
+    from flax.core import meta
+
+    _register_builtins()
+    flat = {p: meta.unbox(v) for p, v in _walk_variables(variables)}
+    problems = [
+        f"{_paths.join(p)!r} is a {type(v).__name__}, not an array"
+        for p, v in flat.items()
+        if not hasattr(v, "shape")
+    ]
+    flat = {p: v for p, v in flat.items() if hasattr(v, "shape")}
+    params, report = _convert.import_state(
+        FRAMEWORK, model, flat, sample, kwargs, strict=strict, rename=rename, problems=problems
+    )
+    return params if strict else (params, report)
+
+
+def to_flax_variables(
+    model: Any,
+    params: Params,
+    /,
+    *sample: Any,
+    rename: Mapping[str, str] | Callable[[str], str] | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """lazyinit params as flax variables, ``{'params': ..., 'batch_stats': ...}``, for ``module.apply``.
+
+    The inverse of :func:`from_flax_variables`; the sample is optional, as in
+    ``lazyinit.interop.torch.to_torch_state_dict``.
+
+    >>> import jax, jax.numpy as jnp, flax.linen as nn, lazyinit as li
+    >>> from lazyinit.interop.flax import to_flax_variables
+    >>> params = li.Linear(4).dry_run(jax.random.key(0), jnp.ones((2, 3)))
+    >>> variables = to_flax_variables(li.Linear(4), params)
+    >>> nn.Dense(4).apply(variables, jnp.ones((2, 3))).shape
+    (2, 4)
+    """
+    _register_builtins()
+    flat = _convert.export_state(FRAMEWORK, model, params, sample, kwargs, rename=rename)
+    return _paths.unflatten(flat)
