@@ -26,6 +26,12 @@ def _placeholders(tree: Any, prefix: tuple[str, ...] = ()) -> list[str]:
     return []
 
 
+def _deleted(tree: Any, prefix: tuple[str, ...] = ()) -> list[str]:
+    if isinstance(tree, Mapping):
+        return [p for k, v in tree.items() for p in _deleted(v, (*prefix, str(k)))]
+    return [_paths.join(prefix)] if _paths.is_deleted(tree) else []
+
+
 def _diagnose(layer: Layer, params: Any, args: tuple, kwargs: dict) -> str | None:
     """Why ``params`` does not fit ``layer`` for these inputs, or None if it seems to."""
     try:
@@ -87,6 +93,9 @@ def _traced(call: Any) -> Any:
                 f"{', '.join(missing)}. Run li.dry_run(model, key, sample) (or load a state) "
                 "first and call the model with the params it returns."
             )
+        gone = _deleted(params)
+        if gone:
+            raise _paths.deleted_error(f"params given to {type(self).__name__}", gone)
         _apply.depth = 1
         try:
             return call(self, params, *args, **kwargs)
