@@ -38,6 +38,9 @@ from ._pooling import GlobalAvgPool as GlobalAvgPool
 from ._pooling import MaxPool as MaxPool
 from ._reshape import Flatten as Flatten
 from ._sequential import Sequential as Sequential
+from ._sharding import Plan as Plan
+from ._sharding import memory_plan as memory_plan
+from ._sharding import plan as plan
 from ._spec import Param as Param
 from ._spec import Uninitialized as Uninitialized
 from ._state import Report as Report
@@ -84,6 +87,9 @@ __all__ = [
     "KEY_SCHEME",
     "param_key",
     "Sequential",
+    "Plan",
+    "memory_plan",
+    "plan",
     "Param",
     "Uninitialized",
     "Report",

@@ -10,8 +10,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from . import _materialize, _paths
-from ._errors import StateMismatchError
+from . import _materialize, _paths, _sharding
+from ._errors import ReshardStateError, StateMismatchError
 from ._spec import Param, Uninitialized
 from ._state import Report, _report, describe_mismatch, is_leaf
 from ._tracer import is_abstract, trace
@@ -39,6 +39,10 @@ def dry_run(
     dtype: PerPath = None,
     device: PerPath = None,
     jit: bool = False,
+    mesh: Any = None,
+    rules: _sharding.Rules | None = None,
+    axes: PerPath = None,
+    reshard: bool = False,
     **kwargs: Any,
 ) -> Params | tuple[Params, Report]:
     """Infers every parameter's shape from a sample input and materializes the parameters.
@@ -64,6 +68,20 @@ def dry_run(
         to them) to materialize on. Loaded leaves are moved there too.
       jit: draw everything in one jit-compiled call instead of one cached
         kernel per kind of parameter (same values; slower to compile).
+      mesh: a ``jax.sharding.Mesh`` (or, for an abstract run, an
+        ``AbstractMesh``) to shard every parameter over, as ``rules`` maps
+        its logical axes (see :mod:`lazyinit._sharding`). All parameters are
+        then drawn in one jit-compiled call straight into their
+        ``NamedSharding``, with the same values as without a mesh; loaded
+        leaves are placed in the same layout. ``device=`` and placeholders'
+        devices win over the plan for their paths.
+      rules: logical axis name -> mesh axis, tuple of mesh axes or None,
+        as a dict or a sequence of pairs.
+      axes: per-path overrides of the parameters' logical axes (a tuple of
+        names per path pattern), or a ``PartitionSpec`` of mesh axes.
+      reshard: whether a loaded array already spread over several devices in
+        another layout may be moved to the planned one (and listed in
+        ``report.resharded``); by default it is an error.
 
     Returns:
       The params, a nested dict of ``jax.Array`` (or ``ShapeDtypeStruct``);
@@ -74,6 +92,12 @@ def dry_run(
         or dtype, or (strict) ``state`` has paths the model lacks. All offending
         paths are listed; nothing is overwritten.
       InferShapeError: a layer cannot handle the sample input.
+      ShardParamError: a logical axis without a rule, a rule naming an axis
+        the mesh lacks, or a dimension its mesh axes do not divide.
+      ReshardStateError: a loaded array is sharded in another layout than
+        the planned one and ``reshard`` is false.
+      ProcessMismatchError: processes of a multi-process run disagree on
+        the paths, shapes, dtypes or layouts to materialize.
 
     >>> import jax, jax.numpy as jnp, lazyinit as li
     >>> model = li.Sequential([li.Linear(4), li.relu, li.Linear(1)])
@@ -85,6 +109,14 @@ def dry_run(
     abstract = is_abstract((args, kwargs))
     root = _materialize.as_key(key)
     have = _paths.flatten(state, is_leaf, what="state") if state is not None else {}
+    if mesh is None and (rules is not None or axes is not None):
+        raise TypeError(
+            "li.dry_run: rules= and axes= lay parameters out on a mesh; pass mesh= too."
+        )
+    planned = {} if mesh is None else _sharding.plan_shardings(t.params, mesh, rules, axes)
+    moves: dict[Path, Any] = {}
+    resharded: list[Path] = []
+    blocked: list[str] = []  # loaded arrays laid out otherwise, while reshard is false
 
     out: dict[Path, Any] = {}
     todo: dict[Path, tuple[Param, np.dtype, Any]] = {}
@@ -101,7 +133,11 @@ def dry_run(
             or param.dtype
             or np.float32
         )
-        device_choice = _paths.resolve(device, path) or (hint.device if hint is not None else None)
+        device_choice = (
+            _paths.resolve(device, path)
+            or (hint.device if hint is not None else None)
+            or planned.get(path)
+        )
         sharding = _materialize.placement(device_choice)
         _materialize.check_dtype(path, want)
         if leaf is None or isinstance(leaf, Uninitialized):
@@ -124,7 +160,12 @@ def dry_run(
             if abstract:
                 out[path] = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
             elif sharding is not None and getattr(leaf, "sharding", None) != sharding:
-                out[path] = jax.device_put(leaf, sharding)
+                out[path], moves[path] = leaf, sharding
+                moved = _sharding.reshard_problem(path, leaf, sharding)
+                if moved is not None and not reshard:
+                    blocked.append(moved)
+                elif moved is not None:
+                    resharded.append(path)
             else:
                 out[path] = leaf
     unexpected = [p for p in have if p not in used]
@@ -135,18 +176,31 @@ def dry_run(
             f"{_paths.near_miss(p, params)}"
             for p in unexpected
         ]
-    if problems:
-        raise StateMismatchError(
+    if problems or blocked:
+        error = StateMismatchError if problems else ReshardStateError
+        problems += blocked
+        raise error(
             f"The dry run found {len(problems)} problem(s) with the given state; nothing was "
             "overwritten:\n  "
             + "\n  ".join(problems)
             + "\nLoad a state made for this model and input size, or drop the offending "
-            "entries to re-initialize them (strict=False ignores unexpected ones).",
+            "entries to re-initialize them (strict=False ignores unexpected ones)."
+            + (
+                " Pass reshard=True to move loaded arrays to the planned layout (listed in "
+                "report.resharded), or load them with the planned shardings."
+                if blocked
+                else ""
+            ),
             tuple(problems),
         )
 
+    if planned and not abstract and jax.process_count() > 1:
+        rows = _sharding.fingerprint_rows(root, mesh, todo, kept)
+        _sharding.agree_across_processes(rows)
+    for path, sharding in moves.items():
+        out[path] = jax.device_put(out[path], sharding)
     if todo:
-        if jit:
+        if jit or planned:
             out.update(_materialize.draw_all(root, todo))
         else:
             for path, (param, want, sharding) in todo.items():
@@ -156,4 +210,6 @@ def dry_run(
         return params
     kept_set = set(kept)
     initialized = [p for p in t.params if p not in kept_set]
-    return params, _report(kept=kept, initialized=initialized, unexpected=unexpected)
+    return params, _report(
+        kept=kept, initialized=initialized, unexpected=unexpected, resharded=resharded
+    )

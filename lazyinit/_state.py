@@ -42,6 +42,8 @@ class Report:
       missing: leaves the incoming state lacked (left as they were).
       unexpected: incoming leaves the model has no place for (ignored).
       cast: loaded leaves whose dtype was converted because ``cast=True``.
+      resharded: kept leaves that a dry run moved from another multi-device layout to the
+        planned one because ``reshard=True``.
     """
 
     kept: tuple[str, ...] = ()
@@ -50,6 +52,7 @@ class Report:
     missing: tuple[str, ...] = ()
     unexpected: tuple[str, ...] = ()
     cast: tuple[str, ...] = ()
+    resharded: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         rows = [
