@@ -22,6 +22,7 @@ from ._combinators import Residual as Residual
 from ._conv import Conv as Conv
 from ._conv import ConvTranspose as ConvTranspose
 from ._dropout import Dropout as Dropout
+from ._display import describe as describe
 from ._dry_run import dry_run as dry_run
 from ._embedding import Embedding as Embedding
 from ._errors import *  # noqa: F403
@@ -48,6 +49,8 @@ from ._state import has_uninitialized as has_uninitialized
 from ._state import lazy_state as lazy_state
 from ._state import load_state as load_state
 from ._state import uninitialized_paths as uninitialized_paths
+from ._summary import Summary as Summary
+from ._summary import summary as summary
 from ._tracer import Call as Call
 from ._tracer import Trace as Trace
 from ._tracer import clear_cache as clear_cache
@@ -65,6 +68,7 @@ __all__ = [
     "save",
     "load",
     "TrainingCheckpoints",
+    "describe",
     "dry_run",
     "Layer",
     "Linear",
@@ -97,6 +101,8 @@ __all__ = [
     "lazy_state",
     "load_state",
     "uninitialized_paths",
+    "Summary",
+    "summary",
     "Call",
     "Trace",
     "clear_cache",

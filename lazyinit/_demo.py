@@ -50,6 +50,10 @@ def main(print=print) -> None:  # noqa: A002 - tests pass a collector
         print(f"  fc2/{path}: {shape}")
     print(f"li.has_uninitialized(params) -> {li.has_uninitialized(params)}")
 
+    title("What the dry run inferred: the model's repr with its sizes, and a summary")
+    print(li.describe(model, x))
+    print(li.summary(model, x, params=params))
+
     title("Abstract dry run: a ShapeDtypeStruct sample gives shapes only, nothing allocated")
     abstract = li.dry_run(model, jax.random.key(0), jax.ShapeDtypeStruct((1024, 10), jnp.float32))
     print(f"  fc1/kernel: {abstract['fc1']['kernel']}")

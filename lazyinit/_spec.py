@@ -128,6 +128,11 @@ class Uninitialized:
         device = "" if self.device is None else f", device={self.device}"
         return f"Uninitialized(shape={shape}, dtype={dtype_name(self.dtype)}{device})"
 
+    def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
+        from ._display import uninitialized_treescope
+
+        return uninitialized_treescope(self, path)
+
     # Guardrails: nothing may treat a placeholder as an array.
     __jax_array__ = __array__ = __bool__ = __float__ = __int__ = __index__ = _refuse
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _refuse

@@ -1,0 +1,198 @@
+"""Display: a model's repr with the sizes a dry run inferred, and notebook renderings.
+
+PyTorch's lazy modules *change* after the first forward: ``LazyLinear(in_features=0,
+out_features=10)`` becomes ``Linear(in_features=10, out_features=10)``. lazyinit's
+layers are immutable configuration, and one ``Linear(10)`` may be used at
+several places with different input sizes, so the sizes cannot live on the
+layer (a global registry keyed by layer would be ambiguous: equal layers are
+the same key). They belong to *a model on a sample input*, which is what
+:func:`lazyinit.trace` sees, so :func:`describe` is a view computed from a trace:
+it costs a (cached) abstract trace and allocates nothing.
+
+Notebook renderings: params trees and lazy states are plain dicts, which
+treescope (``treescope.basic_interactive_setup()``) renders as foldable trees
+with array summaries; :class:`lazyinit.Uninitialized` implements treescope's
+``__treescope_repr__`` hook, so each placeholder shows as its repr, highlighted
+(an ``_repr_html_`` would make treescope append a second, HTML rendering). A
+:class:`lazyinit.Summary` renders as an HTML table (``_repr_html_``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ._spec import Param
+from ._summary import fmt_tree
+from ._tracer import Call, trace
+from ._typing import Path
+
+__all__ = ["describe", "Described", "INFERRED"]
+
+INFERRED: dict[str, Callable[[Call, Mapping[str, Param]], dict[str, Any]]] = {}
+"""How to name the sizes a layer type infers, by type name: ``fn(call, specs) -> {field: size}``.
+
+Each name is a feature size read off the first input's channel axis (the last,
+or axis 1 for a layer with ``channels_first=True``): the size PyTorch's lazy
+module would fill in. Layers not
+listed show their parameters' shapes instead.
+"""
+
+
+def _last_axis(name: str) -> Callable[[Call, Mapping[str, Param]], dict[str, Any]]:
+    def fn(call: Call, specs: Mapping[str, Param]) -> dict[str, Any]:
+        args, _ = call.inputs
+        shape = getattr(args[0], "shape", None) if args else None
+        axis = 1 if getattr(call.layer, "channels_first", False) else -1
+        return {name: shape[axis]} if shape and len(shape) > axis else {}
+
+    return fn
+
+
+for _type, _name in [
+    ("Linear", "in_features"),
+    ("Conv", "in_channels"),
+    ("ConvTranspose", "in_channels"),
+    ("BatchNorm", "num_features"),
+    ("LayerNorm", "num_features"),
+    ("RMSNorm", "num_features"),
+    ("GroupNorm", "num_channels"),
+]:
+    INFERRED[_type] = _last_axis(_name)
+
+
+class Described(str):
+    """A model's description: a ``str`` that prints as itself in a REPL and a notebook."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(str(self))
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        inner = ", ".join(_show(v) for v in value)
+        if isinstance(value, list):
+            return f"[{inner}]"
+        return f"({inner}{',' if len(value) == 1 else ''})"
+    if callable(value) and hasattr(value, "__name__") and not dataclasses.is_dataclass(value):
+        return value.__name__
+    return repr(value)
+
+
+def _config(layer: Any) -> dict[str, str]:
+    """The layer's non-default fields that are not layers, formatted."""
+    from ._layer import Layer
+
+    out = {}
+    for f in dataclasses.fields(layer):
+        value = getattr(layer, f.name)
+        if isinstance(value, Layer) or (
+            isinstance(value, tuple | list) and any(isinstance(v, Layer) for v in value)
+        ):
+            continue
+        if f.default is not dataclasses.MISSING:
+            try:
+                if bool(value == f.default):
+                    continue
+            except Exception:
+                pass
+        out[f.name] = _show(value)
+    return out
+
+
+def describe(model: Any, /, *args: Any, **kwargs: Any) -> Described:
+    """The model's repr with the sizes inferred from a sample, like PyTorch after a dry run.
+
+    Composite layers print their children as PyTorch does (``(fc1): ...``);
+    leaves print their configuration, preceded by the inferred sizes that
+    :data:`INFERRED` names (``in_features=``) or followed by a comment with their
+    parameters' shapes. A child the sample never reached keeps its plain repr.
+
+    >>> import jax.numpy as jnp, lazyinit as li
+    >>> model = li.Sequential([li.Linear(8), li.relu, li.Linear(1)])
+    >>> model
+    Sequential(layers=(Linear(out_features=8), relu, Linear(out_features=1)))
+    >>> li.describe(model, jnp.ones((4, 3)))
+    Sequential(
+      (0): Linear(in_features=3, out_features=8)
+      (1): relu
+      (2): Linear(in_features=8, out_features=1)
+    )
+    """
+    from ._sequential import Sequential
+
+    t = trace(model, *args, **kwargs)
+    calls: dict[Path, Call] = {}
+    for call in t.calls:
+        calls.setdefault(call.path, call)
+    specs: dict[Path, dict[str, Param]] = {}
+    for path, param in t.params.items():
+        specs.setdefault(path[:-1], {})[path[-1]] = param
+
+    def leaf(layer: Any, path: Path) -> str:
+        call = calls.get(path)
+        fields = _config(layer)
+        own = specs.get(path, {})
+        comment = ""
+        rule = INFERRED.get(type(layer).__name__)
+        if call is not None and rule is not None:
+            fields = {**{k: str(v) for k, v in rule(call, own).items()}, **fields}
+        elif own:
+            comment = "  # " + ", ".join(
+                f"{n}: {fmt_tree(_Abstract(p.shape, p.dtype))}" for n, p in own.items()
+            )
+        elif call is None and path != ():
+            comment = "  # not reached by this sample"
+        body = ", ".join(f"{k}={v}" for k, v in fields.items())
+        return f"{type(layer).__name__}({body}){comment}"
+
+    def render(layer: Any, path: Path, indent: str) -> str:
+        if isinstance(layer, Sequential):
+            entries: list[tuple[str, Any]] = [(str(i), e) for i, e in enumerate(layer.layers)]
+        else:
+            entries = list(layer.children().items()) if hasattr(layer, "children") else []
+            known = {name for name, _ in entries}
+            entries += [
+                (p[-1], calls[p].layer)
+                for p in calls
+                if len(p) == len(path) + 1 and p[: len(path)] == path and p[-1] not in known
+            ]
+        if not entries:
+            return leaf(layer, path)
+        inner = indent + "  "
+        lines = [f"{inner}{k}={v}" for k, v in _config(layer).items()]
+        for name, child in entries:
+            if hasattr(child, "specs") and hasattr(child, "children"):
+                text = render(child, (*path, name), inner)
+            else:
+                text = _show(child)
+            lines.append(f"{inner}({name}): {text}")
+        return f"{type(layer).__name__}(\n" + "\n".join(lines) + f"\n{indent})"
+
+    return Described(render(model, (), ""))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Abstract:
+    shape: tuple[int, ...]
+    dtype: Any
+
+    def __post_init__(self) -> None:
+        import numpy as np
+
+        object.__setattr__(self, "dtype", np.dtype(self.dtype or np.float32))
+
+
+# ---------------------------------------------------------------------------
+# The treescope hook of Uninitialized (called from lazyinit._spec).
+
+
+def uninitialized_treescope(u: Any, path: str | None) -> Any:
+    from treescope import rendering_parts as parts
+
+    text = parts.custom_text_color(parts.text(repr(u)), "#b35900")
+    return parts.build_one_line_tree_node(text, path)
