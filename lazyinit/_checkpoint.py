@@ -100,12 +100,6 @@ def _host(path: Path, leaf: Any, problems: list[str]) -> np.ndarray | None:
             "Materialize it with li.dry_run(model, key, concrete_sample) first."
         )
         return None
-    if isinstance(leaf, jax.Array) and leaf.is_deleted():
-        problems.append(
-            f"{where!r} is a deleted array (donated to a jit-compiled call?): save the "
-            "arrays that call returned instead."
-        )
-        return None
     dtype = np.dtype(leaf.dtype)
     if dtype.name not in _NAMES:
         problems.append(
@@ -176,8 +170,9 @@ def save(path: str | os.PathLike[str], tree: Params, *, overwrite: bool = False)
 
     Raises:
       OverwriteCheckpointError: ``path`` exists and ``overwrite`` is false.
-      WriteCheckpointError: a leaf cannot be saved (abstract, deleted,
-        unsupported dtype), listing every one; nothing is written.
+      WriteCheckpointError: a leaf cannot be saved (abstract, unsupported
+        dtype), listing every one; nothing is written.
+      DeletedParamError: a leaf was deleted or donated to a jit-compiled call.
       InvalidTreeError: a leaf is not an array or a key is not a plain string.
 
     >>> import jax, jax.numpy as jnp, lazyinit as li, tempfile, os

@@ -117,7 +117,7 @@ class ReadVersionError(ReadCheckpointError):
 
 
 class WriteCheckpointError(LazyInitError, ValueError):
-    """A tree cannot be saved as it is (an abstract, deleted or unsupported leaf)."""
+    """A tree cannot be saved as it is (an abstract leaf, or a dtype safetensors cannot store)."""
 
 
 class OverwriteCheckpointError(LazyInitError, FileExistsError):

@@ -193,21 +193,29 @@ def test_a_leftover_temporary_file_is_ignored(tmp_path, params):
     assert same(li.load(tmp_path / "p.safetensors"), params)
 
 
-def test_save_refuses_abstract_deleted_and_unstorable_leaves(tmp_path):
-    gone = jnp.ones(3)
-    gone.delete()
+def test_save_refuses_abstract_and_unstorable_leaves(tmp_path):
     tree = {
         "abstract": jax.ShapeDtypeStruct((2,), jnp.float32),
-        "gone": gone,
         "nibbles": jnp.ones(4, jnp.int4),
+        "lazy": li.Uninitialized((2,), jnp.int4),
     }
     with pytest.raises(
         li.WriteCheckpointError, match=r"\(3 problem\(s\)\); nothing was written"
     ) as e:
         li.save(tmp_path / "t.safetensors", tree)
-    assert "'abstract' is abstract" in str(e.value)
-    assert "'gone' is a deleted array" in str(e.value)
-    assert "'nibbles' has dtype int4" in str(e.value)
+    assert "'abstract' is abstract ((2,), float32): it has no values to save" in str(e.value)
+    assert "'nibbles' has dtype int4, which safetensors cannot store" in str(e.value)
+    assert "'lazy' is a placeholder of dtype int4" in str(e.value)
+    assert not os.listdir(tmp_path)
+
+
+def test_save_refuses_deleted_arrays_by_path(tmp_path):
+    gone = jnp.ones(3)
+    gone.delete()
+    with pytest.raises(
+        li.DeletedParamError, match=r"The tree to save holds deleted arrays: 'gone'"
+    ):
+        li.save(tmp_path / "t.safetensors", {"gone": gone, "ok": jnp.ones(1)})
     assert not os.listdir(tmp_path)
 
 
