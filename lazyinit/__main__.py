@@ -209,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return _inspect(args)
+    except BrokenPipeError:  # the reader (`| head`) went away: not an error of ours
+        sys.stderr.close()
+        return 0
     except CommandError as e:
         if args.debug:
             traceback.print_exc()

@@ -164,7 +164,8 @@ def describe(model: Any, /, *args: Any, **kwargs: Any) -> Described:
         if not entries:
             return leaf(layer, path)
         inner = indent + "  "
-        lines = [f"{inner}{k}={v}" for k, v in _config(layer).items()]
+        config = _config(layer)
+        lines = [inner + ", ".join(f"{k}={v}" for k, v in config.items())] if config else []
         for name, child in entries:
             if hasattr(child, "specs") and hasattr(child, "children"):
                 text = render(child, (*path, name), inner)
