@@ -553,6 +553,8 @@ def load(
     path = os.fspath(path)
     want = _paths.flatten(like, is_leaf, what="like tree") if like is not None else None
     entries, layout, checksum, raw = _read(path)
+    arrays = _decode(path, raw, layout, checksum)  # a corrupt file is reported as such first
+    del raw
     problems: list[str] = []
     plan: dict[Path, Any] = {}
     missing, unexpected, casts = [], [], []
@@ -584,8 +586,6 @@ def load(
             + ("." if not strict else ", or pass strict=False to load what fits and get a report."),
             tuple(problems),
         )
-    arrays = _decode(path, raw, layout, checksum)
-    del raw
     out: dict[Path, Any] = {}
     for p, how in plan.items():
         if isinstance(how, Uninitialized):
