@@ -38,10 +38,10 @@ class _HeadsIn(Layer):
     bias_init: Initializer
 
     def specs(self, x: Any) -> dict[str, Param]:
-        if self.head_dim is None:
-            raise InferShapeError("head_dim follows from the query's features")
         expect_min_rank(self, x, 1, "..., features")
-        heads = (self.num_heads, self.head_dim)
+        # head_dim is None only when lazy_state or partition ask without an input
+        head_dim = x.shape[-1] // self.num_heads if self.head_dim is None else self.head_dim
+        heads = (self.num_heads, head_dim)
         specs = {
             "kernel": Param((x.shape[-1], *heads), self.kernel_init, axes=("embed", "heads", "kv"))
         }
@@ -67,12 +67,12 @@ class _HeadsOut(Layer):
     bias_init: Initializer
 
     def specs(self, x: Any) -> dict[str, Param]:
-        if self.features is None:
-            raise InferShapeError("out_features follows from the query's features")
-        shape = (x.shape[-2], x.shape[-1], self.features)
+        # features is None only when lazy_state or partition ask without an input
+        features = x.shape[-2] * x.shape[-1] if self.features is None else self.features
+        shape = (x.shape[-2], x.shape[-1], features)
         specs = {"kernel": Param(shape, self.kernel_init, axes=("heads", "kv", "embed"))}
         if self.use_bias:
-            specs["bias"] = Param((self.features,), self.bias_init, axes=("embed",))
+            specs["bias"] = Param((features,), self.bias_init, axes=("embed",))
         return specs
 
     def __call__(self, params: Any, x: jax.Array) -> jax.Array:

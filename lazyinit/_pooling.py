@@ -19,6 +19,7 @@ from ._checks import (
     expect_min_rank,
     expect_window_fits,
     explicit_pads,
+    known_rank,
     spatial_dims,
     spatial_shape,
     tuple_of,
@@ -52,7 +53,7 @@ def _geometry(layer: Any, x: Any) -> tuple[tuple[int, ...], tuple[int, ...], Any
 
 
 def _pool_specs(layer: Any, x: Any) -> dict:
-    if layer.padding != "SAME":
+    if known_rank(x) is not None and layer.padding != "SAME":
         n = spatial_dims(layer, layer.window, x, "window")
         pads = explicit_pads(layer, 0 if layer.padding == "VALID" else layer.padding, n)
         expect_window_fits(layer, x, tuple_of(layer.window, n), pads, "window")
