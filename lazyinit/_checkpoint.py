@@ -138,6 +138,23 @@ def _check(
     return np.dtype(dtype)
 
 
+def _covered(want: dict[Path, Any], entries: dict[Path, Any]) -> dict[Path, Path]:
+    """Saved paths that a template placeholder of unknown structure stands for, and its path.
+
+    A lazy state shows a layer whose specs need the input to name its
+    parameters (a ``Conv`` before it knows its input's rank) as one
+    ``Uninitialized(shape=?)``; it takes whatever subtree the file holds there.
+    """
+    out = {}
+    for p in entries:
+        for i in range(len(p) - 1, 0, -1):
+            leaf = want.get(p[:i])
+            if isinstance(leaf, Uninitialized) and leaf.shape is None and p not in want:
+                out[p] = p[:i]
+                break
+    return out
+
+
 def _placement(want: Any) -> Any:
     if isinstance(want, Uninitialized):
         from ._materialize import placement
@@ -195,17 +212,21 @@ def load(
     problems: list[str] = []
     plan: dict[Path, Any] = {}
     missing, unexpected, casts = [], [], []
+    covered: dict[Path, Path] = {}
     if want is None:
         for p, e in entries.items():
             as_saved = e if isinstance(e, Uninitialized) else Uninitialized(e[1], e[0])
             plan[p] = _check(p, as_saved, e, False, problems, casts)
     else:
+        covered = _covered(want, entries)
         for p, w in want.items():
-            if p not in entries:
+            if p in entries:
+                plan[p] = _check(p, w, entries[p], cast, problems, casts)
+            elif p not in covered.values():
                 missing.append(p)
-                continue
-            plan[p] = _check(p, w, entries[p], cast, problems, casts)
-        unexpected = [p for p in entries if p not in want]
+        for p, owner in covered.items():
+            plan[p] = _check(p, want[owner], entries[p], cast, problems, casts)
+        unexpected = [p for p in entries if p not in want and p not in covered]
         if strict:
             problems += [
                 f"missing key {_paths.join(p)!r}{_paths.near_miss(p, list(entries))}"
@@ -229,11 +250,18 @@ def load(
             out[p] = how
             continue
         host = arrays["/".join(p)].astype(how, copy=False)
-        out[p] = jax.device_put(host, _placement(want[p]) if want is not None else None)
+        template = None if want is None else want[covered.get(p, p)]
+        out[p] = jax.device_put(host, _placement(template))
     if want is None:
         tree = _unflatten_layout(layout, out)
     else:
-        tree = _paths.unflatten({p: out.get(p, w) for p, w in want.items()}, _paths.subtrees(like))
+        flat: dict[Path, Any] = {}
+        for p, w in want.items():
+            if p in covered.values():  # the placeholder gives way to the subtree it stood for
+                flat.update({q: out[q] for q, owner in covered.items() if owner == p})
+            else:
+                flat[p] = out.get(p, w)
+        tree = _paths.unflatten(flat, _paths.subtrees(like))
     if strict and not cast:
         return tree
     return tree, _report(

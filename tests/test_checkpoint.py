@@ -110,6 +110,21 @@ def test_partly_lazy_file_plugs_into_dry_run(tmp_path, params):
     assert report.initialized == ("2/bias", "2/kernel")
 
 
+def test_placeholder_of_unknown_structure_takes_the_saved_subtree(tmp_path, key):
+    model = li.Sequential([li.Conv(4, 3), li.relu, li.Flatten(), li.Linear(2)])
+    x = jnp.ones((2, 6, 6, 3))
+    params = li.dry_run(model, key, x)
+    lazy = li.lazy_state(model)
+    assert lazy["0"] == li.Uninitialized()  # Conv needs the input's rank to name its params
+    li.save(tmp_path / "cnn.safetensors", params)
+    state = li.load(tmp_path / "cnn.safetensors", like=lazy)
+    assert same(state, params)
+    assert same(li.dry_run(model, jax.random.key(3), x, state=state), params)
+    lazy["0"] = li.Uninitialized(None, "bfloat16")
+    with pytest.raises(li.StateMismatchError, match=r"dtype mismatch for '0/bias': saved float32"):
+        li.load(tmp_path / "cnn.safetensors", like=lazy)
+
+
 def test_load_against_abstract_and_concrete_templates(tmp_path, params, key):
     li.save(tmp_path / "p.safetensors", params)
     abstract = li.dry_run(mlp(), key, jax.ShapeDtypeStruct((2, 3), jnp.float32))
