@@ -165,3 +165,14 @@ def test_sharded_arrays_are_restored_onto_their_shardings(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
+
+
+def test_async_saves_are_complete_once_waited_for(tmp_path):
+    state, _ = run(fresh_state(), 1)
+    with li.TrainingCheckpoints(tmp_path / "run", async_save=True) as ckpts:
+        assert ckpts.save(1, state)
+        ckpts.wait()
+        assert ckpts.steps() == [1]
+        restored = ckpts.restore(like=fresh_state())
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
+        np.testing.assert_array_equal(a, b)
