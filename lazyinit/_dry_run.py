@@ -201,7 +201,8 @@ def dry_run(
         out[path] = jax.device_put(out[path], sharding)
     if todo:
         if jit or planned:
-            out.update(_materialize.draw_all(root, todo))
+            for group in _sharding.by_devices(todo):
+                out.update(_materialize.draw_all(root, group))
         else:
             for path, (param, want, sharding) in todo.items():
                 out[path] = _materialize.draw(root, path, param, want, sharding)

@@ -207,6 +207,15 @@ def plan_shardings(
     return out
 
 
+def by_devices(todo: Mapping[Path, tuple[Param, Any, Any]]) -> list[dict]:
+    """``todo`` split by the devices each entry's sharding spans: one compiled draw each."""
+    groups: dict[Any, dict] = {}
+    for path, entry in todo.items():
+        devices = None if entry[2] is None else frozenset(d.id for d in entry[2].device_set)
+        groups.setdefault(devices, {})[path] = entry
+    return list(groups.values())
+
+
 def reshard_problem(path: Path, leaf: Any, sharding: Any) -> str | None:
     """Why moving loaded ``leaf`` to ``sharding`` is a resharding, or None if it is mere placement.
 
