@@ -211,22 +211,21 @@ def plan(
 
     out: list[_Planned] = []
     covered: set[Path] = set()
-    for at, group in groups.items():
-        layer = layers[at]
+
+    def emit_group(at: Path) -> None:
+        layer, group = layers[at], groups[at]
         module = _module_path(rename, fw.split, at)
         for rule in fw.converter(layer)(layer, group):
             lazy = tuple((*at, *p) for p in rule.lazy)
             covered.update(lazy)
-            out.append(
-                _Planned(
-                    rule,
-                    lazy,
-                    tuple(fw.locate(module, o) for o in rule.other),
-                    tuple(group[p] for p in rule.lazy),
-                    _describe(layer, at),
-                )
-            )
-    for path, leaf in leaves.items():
+            other = tuple(fw.locate(module, o) for o in rule.other)
+            leaves_of = tuple(group[p] for p in rule.lazy)
+            out.append(_Planned(rule, lazy, other, leaves_of, _describe(layer, at)))
+
+    for path, leaf in leaves.items():  # in call order, each layer's rules in its converter's order
+        if path in claimed and claimed[path][0] in groups:
+            emit_group(claimed[path][0])
+            del groups[claimed[path][0]]
         if path in covered:
             continue
         at = path[:-1]
@@ -234,9 +233,8 @@ def plan(
         rule = fw.default(path[-1], leaf)
         owner = layers.get(at)
         where = _describe(owner, at) if owner is not None else f"layer {_paths.join(at)!r}"
-        out.append(
-            _Planned(rule, (path,), tuple(fw.locate(module, o) for o in rule.other), (leaf,), where)
-        )
+        other = tuple(fw.locate(module, o) for o in rule.other)
+        out.append(_Planned(rule, (path,), other, (leaf,), where))
     return out
 
 

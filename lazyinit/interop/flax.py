@@ -15,18 +15,17 @@ flax variables (``{'params': ..., 'batch_stats': ...}``) and the params of a
 lazyinit model whose layer names mirror the flax module's submodule names
 (``rename=`` maps the rest, e.g. compact names like ``Dense_0``):
 
-=================  ================================  =================================
-lazyinit           flax.linen                        conversion
-=================  ================================  =================================
-``Linear``         ``Dense``                         ``kernel``, ``bias`` as they are
-``Conv``           ``Conv``                          HWIO kernels in both
-``ConvTranspose``  ``ConvTranspose``                 flax's kernel (not flipped) in both
-``BatchNorm``      ``BatchNorm``                     ``scale``/``bias`` in ``params``, ``mean``/``var`` in ``batch_stats``
-``LayerNorm``      ``LayerNorm``, ``RMSNorm``,       ``scale``, ``bias``
-                   ``GroupNorm``
-``Embedding``      ``Embed``                         ``embedding``
-``FlaxModule``     the module it wraps               its variables as they are
-=================  ================================  =================================
+* ``Linear`` <-> ``Dense``; ``Conv`` <-> ``Conv`` (HWIO kernels in both);
+  ``ConvTranspose`` <-> ``ConvTranspose`` (flax's kernel, not flipped, in both);
+  ``LayerNorm``, ``RMSNorm``, ``GroupNorm``, ``InstanceNorm`` <-> the same;
+  ``Embedding`` <-> ``Embed``; ``MultiHeadAttention`` <->
+  ``MultiHeadDotProductAttention``: each parameter in ``params`` under the
+  same path (``query/kernel`` (E, H, D) in both).
+* ``BatchNorm`` <-> ``BatchNorm``: ``scale``/``bias`` in ``params``,
+  ``mean``/``var`` in ``batch_stats``.
+* ``FlaxModule`` <-> the module it wraps: its variables as they are.
+* any other layer: trainable parameters in ``params``, buffers in
+  ``batch_stats``, under their own names (:func:`register` to change it).
 
 (The layers' options are not converted: build each side with the same
 ``eps``, ``momentum`` and so on; flax's ``momentum`` is ``1 -`` lazyinit's.)

@@ -6,19 +6,23 @@ the torch module's attribute names: ``fc1.weight`` is ``fc1/kernel``, and
 lazyinit layer owns each parameter comes from the dry run's trace, so the
 right converter is picked per layer type:
 
-=================  ===========================================  ==========================
-lazyinit           PyTorch                                      conversion
-=================  ===========================================  ==========================
-``Linear``         ``Linear`` / ``LazyLinear``                  ``weight`` (out, in) -> ``kernel`` (in, out)
-``Conv``           ``Conv{1,2,3}d``                             ``(out, in/g, *k)`` -> ``(*k, in/g, out)``
-``ConvTranspose``  ``ConvTranspose{1,2,3}d``                    ``(in, out/g, *k)``, flipped and regrouped -> ``(*k, in/g, out)``
-``BatchNorm``      ``BatchNorm{1,2,3}d``                        ``weight, bias, running_mean, running_var`` -> ``scale, bias, mean, var``; ``num_batches_tracked`` checked, not kept (written as 0)
-``InstanceNorm``   ``InstanceNorm{1,2,3}d``                     as ``BatchNorm``
-``LayerNorm``      ``LayerNorm(d)``, ``GroupNorm``, ``RMSNorm``  ``weight`` -> ``scale``
-``Embedding``      ``Embedding``                                ``weight`` -> ``embedding``
-``MultiHeadAttention`` ``MultiheadAttention(batch_first=True)``     ``in_proj_weight`` (3E, E) -> ``query/key/value/kernel`` (E, H, D); ``out_proj.weight`` -> ``out/kernel`` (H, D, E)
-other layers       parameters of the same names                 as they are
-=================  ===========================================  ==========================
+* ``Linear`` <- ``Linear``/``LazyLinear``: ``weight`` (out, in) is ``kernel`` (in, out).
+* ``Conv`` <- ``Conv{1,2,3}d``: ``weight`` (out, in/g, *k) is ``kernel`` (*k, in/g, out).
+* ``ConvTranspose`` <- ``ConvTranspose{1,2,3}d``: ``weight`` (in, out/g, *k) is
+  ``kernel`` (*k, in/g, out) spatially flipped and regrouped.
+* ``BatchNorm``, ``InstanceNorm`` <- ``BatchNorm{1,2,3}d``, ``InstanceNorm{1,2,3}d``:
+  ``weight, bias, running_mean, running_var`` are ``scale, bias, mean, var``;
+  ``num_batches_tracked`` is checked but not kept (lazyinit's momentum never
+  needs it), and exported as 0.
+* ``LayerNorm``, ``RMSNorm``, ``GroupNorm`` <- the same: ``weight`` is ``scale``.
+* ``Embedding`` <- ``Embedding``: ``weight`` is ``embedding``.
+* ``MultiHeadAttention`` <- ``MultiheadAttention(batch_first=True)``: the packed
+  ``in_proj_weight`` (3E, E) is ``query``/``key``/``value`` ``kernel``s
+  (E, H, D) (``q/k/v_proj_weight`` when ``kdim``/``vdim`` differ),
+  ``in_proj_bias`` their ``bias``es (H, D), ``out_proj.weight`` (E, E) the
+  ``out`` ``kernel`` (H, D, E).
+* any other layer: each parameter is the entry of the same name, as it is
+  (:func:`register` a converter for your own layers).
 
 Import validates everything first and raises one
 :class:`~lazyinit.ConvertStateError` listing every missing, unexpected and
@@ -41,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._errors import ConvertStateError
 from .._state import Report
 from .._typing import Params, Path
 from . import _convert
@@ -254,7 +259,7 @@ def read_state_dict(source: Any) -> dict[str, Any]:
 
         loaded = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(loaded, Mapping):
-            raise TypeError(
+            raise ConvertStateError(
                 f"{path!r} holds a {type(loaded).__name__}, not a state dict. Save "
                 "module.state_dict() with torch.save and pass that file."
             )
@@ -263,7 +268,7 @@ def read_state_dict(source: Any) -> dict[str, Any]:
         return dict(source.state_dict())
     if isinstance(source, Mapping):
         return dict(source)
-    raise TypeError(
+    raise ConvertStateError(
         f"Expected a torch nn.Module, a state dict or a file path, got {type(source).__name__}."
     )
 
