@@ -187,6 +187,7 @@ LAYERS = {
     "convtranspose-valid": (nn.ConvTranspose(2, (2,), strides=(3,), padding="VALID"), li.ConvTranspose(2, (2,), stride=3, padding="VALID"), (1, 5, 3), None),
     "batchnorm": (nn.BatchNorm(use_running_average=True), li.BatchNorm(), (2, 3, 4), _bn_variables),
     "layernorm": (nn.LayerNorm(epsilon=1e-5), li.LayerNorm(), (2, 3, 6), None),
+    "instancenorm": (nn.InstanceNorm(epsilon=1e-5), li.InstanceNorm(affine=True), (2, 5, 3), None),
     "rmsnorm": (nn.RMSNorm(epsilon=1e-6), li.RMSNorm(), (2, 3, 6), None),
     "groupnorm": (nn.GroupNorm(num_groups=2, epsilon=1e-5), li.GroupNorm(2), (2, 4, 6), None),
     "embed": (nn.Embed(11, 4), li.Embedding(11, 4), "ids", None),

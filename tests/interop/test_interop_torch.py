@@ -153,11 +153,12 @@ def _instance_norm():
     return norm.eval()
 
 
-def _mha(kdim=None):
-    mha = torch.nn.MultiheadAttention(8, 2, batch_first=True, kdim=kdim, vdim=kdim)
-    with torch.no_grad():
-        mha.in_proj_bias.normal_()
-        mha.out_proj.bias.normal_()
+def _mha(kdim=None, bias=True):
+    mha = torch.nn.MultiheadAttention(8, 2, batch_first=True, kdim=kdim, vdim=kdim, bias=bias)
+    if bias:
+        with torch.no_grad():
+            mha.in_proj_bias.normal_()
+            mha.out_proj.bias.normal_()
     return mha
 
 
@@ -178,6 +179,7 @@ LAYERS = {
     "embedding": (lambda: torch.nn.Embedding(11, 4), li.Embedding(11, 4), ["ids"]),
     "attention": (_mha, li.MultiHeadAttention(num_heads=2), [(2, 5, 8)]),
     "attention-kdim": (lambda: _mha(kdim=6), li.MultiHeadAttention(num_heads=2), [(2, 5, 8), (2, 7, 6)]),
+    "attention-nobias": (lambda: _mha(bias=False), li.MultiHeadAttention(num_heads=2, use_bias=False), [(2, 5, 8)]),
 }  # fmt: skip
 
 
