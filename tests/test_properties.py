@@ -17,7 +17,11 @@ ACTIVATIONS = [li.relu, li.tanh, li.gelu]
 
 @st.composite
 def layer_entry(draw):
-    kind = draw(st.sampled_from(["linear", "linear", "act", "layernorm", "rmsnorm", "residual"]))
+    kind = draw(
+        st.sampled_from(
+            ["linear", "linear", "act", "layernorm", "rmsnorm", "residual", "batchnorm", "dropout"]
+        )
+    )
     if kind == "linear":
         return li.Linear(draw(st.integers(1, 5)), use_bias=draw(st.booleans()))
     if kind == "act":
@@ -26,12 +30,16 @@ def layer_entry(draw):
         return li.LayerNorm()
     if kind == "rmsnorm":
         return li.RMSNorm()
+    if kind == "batchnorm":  # non-trainable state: running mean and variance
+        return li.BatchNorm()
+    if kind == "dropout":
+        return li.Dropout(0.5)
     return li.Residual(li.LayerNorm())
 
 
 stacks = st.lists(layer_entry(), min_size=1, max_size=4).map(li.Sequential)
 input_shapes = st.tuples(
-    st.lists(st.integers(1, 3), min_size=0, max_size=2), st.integers(1, 4)
+    st.lists(st.integers(1, 3), min_size=1, max_size=2), st.integers(1, 4)
 ).map(lambda t: (*t[0], t[1]))
 seeds = st.integers(0, 2**16)
 
