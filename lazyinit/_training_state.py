@@ -146,7 +146,12 @@ class TrainingCheckpoints:
             )
         saved = _flat(self._manager.item_metadata(step))
         want = _flat(like)
-        _check_savable({p: v for p, v in want.items() if isinstance(v, Uninitialized)})
+        holes = [p for p, v in want.items() if isinstance(v, Uninitialized)]
+        if holes:
+            raise UninitializedParamError(
+                f"like= holds placeholders: {', '.join(holes)}. Restore against the state a "
+                "fresh run starts from (after li.dry_run), or its jax.eval_shape."
+            )
         problems = []
         for p, w in want.items():
             s = saved.get(p)

@@ -115,6 +115,9 @@ def test_placeholders_and_deleted_arrays_are_refused_by_path(tmp_path):
         with pytest.raises(li.DeletedParamError, match="deleted arrays: params/2/bias"):
             ckpts.save(0, state)
         assert ckpts.steps() == []
+        ckpts.save(0, fresh_state())
+        with pytest.raises(li.UninitializedParamError, match="like= holds placeholders: params/0"):
+            ckpts.restore(like=lazy)
 
 
 def test_restoring_from_an_empty_directory_says_so(tmp_path):
