@@ -37,9 +37,11 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.core import meta
 
 from .. import _paths
 from .._buffers import _COLLECTOR, update_buffers
@@ -100,8 +102,6 @@ class _FlaxInit:
         return self.module.init(key, *args, method=self.method, **kwargs)
 
     def __call__(self, key: jax.Array, shape: Any, dtype: Any = None) -> jax.Array:
-        from flax.core import meta
-
         leaf = self.variables(key)
         for name in self.path:
             leaf = leaf[name]
@@ -131,8 +131,6 @@ class _FlaxLeaf(Layer):
 
 def _declare(layer: FlaxModule, node: Any, args: tuple, kwargs: dict, rngs: Any) -> dict:
     """Declares every variable of ``layer.module`` under ``node``; returns the stand-in values."""
-    from flax.core import meta
-
     init = _FlaxInit(
         layer.module,
         layer.method,
@@ -210,8 +208,6 @@ class FlaxModule(Layer):
             out, new = self.module.apply(params, *args, mutable=buffers, **call)
             _report_updates(params, new)
             return out
-        import flax
-
         try:
             return self.module.apply(params, *args, **call)
         except flax.errors.ModifyScopeVariableError as e:
@@ -326,8 +322,6 @@ def from_flax_variables(
     >>> jax.tree.map(jnp.shape, params)
     {'bias': (4,), 'kernel': (3, 4)}
     """
-    from flax.core import meta
-
     _register_builtins()
     flat = {p: meta.unbox(v) for p, v in _walk_variables(variables)}
     problems = [
