@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from layer_helpers import (
+    abstract,
     assert_close,
     channels_first,
     channels_last,
@@ -46,7 +47,7 @@ def compare(layer, tmod, x, *, layout="last", train=False, tol=1e-5, **kwargs):
     randomize(tmod)
     expected = from_torch(tmod)
     kwargs = {**kwargs, "train": True} if train else kwargs
-    params = li.dry_run(layer, jax.random.key(0), jnp.asarray(x), **kwargs)
+    params = li.dry_run(layer, jax.random.key(0), abstract(jnp.asarray(x)), **kwargs)
     assert shapes(params) == shapes(expected)
     tmod.train(train)
     with torch.no_grad():
@@ -117,10 +118,10 @@ def test_conv_channels_first_takes_pytorch_layout():
 def test_conv_asymmetric_padding_equals_pad_then_conv():
     layer = li.Conv(3, (3, 3), padding=((0, 2), (1, 0)))
     x = rand(1, 5, 5, 2)
-    params = li.dry_run(layer, jax.random.key(0), x)
     tmod = nn.Conv2d(2, 3, 3)
     randomize(tmod)
     params = from_torch(tmod)
+    assert shapes(li.dry_run(layer, jax.random.key(0), abstract(x))) == shapes(params)
     want = tmod(F.pad(torch.from_numpy(channels_first(x)), (1, 0, 0, 2))).detach().numpy()
     assert_close(layer(params, x), channels_last(want))
 
@@ -273,7 +274,7 @@ def test_multi_head_attention(bias, mask_kind, kv_dims):
     causal = mask_kind in ("causal", "both")
     layer = li.MultiHeadAttention(h, use_bias=bias, causal=causal)
     mask = allowed if mask_kind in ("padding", "both") else None
-    params = li.dry_run(layer, jax.random.key(0), q, k, v, mask=mask)
+    params = li.dry_run(layer, jax.random.key(0), *abstract((q, k, v)), mask=mask)
     expected = from_torch(tmod)
     assert shapes(params) == shapes(expected)
     t_mask = None
