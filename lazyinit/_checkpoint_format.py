@@ -99,6 +99,12 @@ def _host(path: Path, leaf: Any, problems: list[str]) -> np.ndarray | None:
             "Materialize it with li.dry_run(model, key, concrete_sample) first."
         )
         return None
+    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        problems.append(
+            f"{where!r} is an array of PRNG keys: save jax.random.key_data(key) instead and "
+            "rebuild it with jax.random.wrap_key_data after loading."
+        )
+        return None
     dtype = np.dtype(leaf.dtype)
     if dtype.name not in _NAMES:
         problems.append(

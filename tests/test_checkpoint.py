@@ -213,14 +213,16 @@ def test_save_refuses_abstract_and_unstorable_leaves(tmp_path):
         "abstract": jax.ShapeDtypeStruct((2,), jnp.float32),
         "nibbles": jnp.ones(4, jnp.int4),
         "lazy": li.Uninitialized((2,), jnp.int4),
+        "rng": jax.random.key(0),
     }
     with pytest.raises(
-        li.WriteCheckpointError, match=r"\(3 problem\(s\)\); nothing was written"
+        li.WriteCheckpointError, match=r"\(4 problem\(s\)\); nothing was written"
     ) as e:
         li.save(tmp_path / "t.safetensors", tree)
     assert "'abstract' is abstract ((2,), float32): it has no values to save" in str(e.value)
     assert "'nibbles' has dtype int4, which safetensors cannot store" in str(e.value)
     assert "'lazy' is a placeholder of dtype int4" in str(e.value)
+    assert "'rng' is an array of PRNG keys: save jax.random.key_data(key)" in str(e.value)
     assert not os.listdir(tmp_path)
 
 
