@@ -9,4 +9,15 @@
   variables and the params of lazyinit's own layers.
 
 Both submodules are imported on first use: ``import lazyinit.interop.torch``.
+Converters for your own layers are lists of :class:`Rule` (built with
+:func:`same`, :func:`permute`, :func:`extra`), registered with each
+submodule's ``register``.
 """
+
+from ._convert import Leaf as Leaf
+from ._convert import Rule as Rule
+from ._convert import extra as extra
+from ._convert import permute as permute
+from ._convert import same as same
+
+__all__ = ["Leaf", "Rule", "extra", "permute", "same"]

@@ -62,7 +62,7 @@ def register(layer_type: type) -> Callable:
     """Registers ``converter(layer, leaves) -> list[Rule]`` for ``layer_type`` (and subclasses).
 
     ``leaves`` maps each parameter path below the layer (relative, a tuple)
-    to its :class:`~lazyinit.interop._convert.Leaf`; the rules say which
+    to its :class:`lazyinit.interop.Leaf`; the rules say which
     PyTorch entries (relative dotted names) each parameter comes from.
     """
 

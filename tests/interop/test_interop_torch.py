@@ -383,3 +383,23 @@ def test_a_custom_layer_maps_parameters_by_name(key):
     params = from_torch_state_dict(model, state, jnp.ones((1, 2)))
     assert params["1"]["scale"].tolist() == [1.0, 2.0, 3.0]
     _same_state(to_torch_state_dict(model, params), state)
+
+
+def test_a_registered_converter_handles_a_custom_layer(key):
+    from lazyinit.interop import permute
+    from lazyinit.interop.torch import register
+
+    class Bilinear(li.Layer):  # a custom layer whose torch twin stores its matrix transposed
+        out_features: int = 3
+
+        def specs(self, x):
+            return {"w": li.Param((x.shape[-1], self.out_features), jax.nn.initializers.ones)}
+
+        def __call__(self, params, x):
+            return x @ params["w"]
+
+    register(Bilinear)(lambda layer, leaves: [permute("w", "weight", (1, 0))])
+    state = {"weight": torch.arange(6.0).reshape(3, 2)}
+    params = from_torch_state_dict(Bilinear(), state, jnp.ones((1, 2)))
+    assert params["w"].tolist() == [[0.0, 2.0, 4.0], [1.0, 3.0, 5.0]]
+    _same_state(to_torch_state_dict(Bilinear(), params), state)
