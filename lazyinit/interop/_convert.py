@@ -32,6 +32,7 @@ import numpy as np
 
 from .. import _paths
 from .._errors import ConvertStateError
+from .._spec import Uninitialized
 from .._state import Report, _own_specs
 from .._tracer import trace
 from .._typing import Path
@@ -375,6 +376,10 @@ def export_state(
     for p, v in flat.items():
         if isinstance(v, jax.ShapeDtypeStruct):
             problems.append(f"{_paths.join(p)!r} is abstract (a ShapeDtypeStruct), not an array")
+        elif isinstance(v, Uninitialized):
+            problems.append(
+                f"{_paths.join(p)!r} is uninitialized: run li.dry_run(model, key, sample) first"
+            )
     _raise(f"{type(model).__name__}'s params to {fw.noun}", problems)
 
     out: dict[Path, jax.Array] = {}

@@ -352,6 +352,14 @@ def test_export_with_a_sample_checks_shapes_first(key):
         to_torch_state_dict(LazyMLP(), params, jnp.ones((1, 5)))
 
 
+def test_exporting_a_lazy_state_names_every_placeholder():
+    with pytest.raises(
+        li.ConvertStateError, match=r"'fc1/kernel' is uninitialized: run li\.dry_run"
+    ) as info:
+        to_torch_state_dict(LazyMLP(), li.lazy_state(LazyMLP()))
+    assert len(info.value.problems) == 4
+
+
 def test_rename_maps_lazyinit_layers_to_other_torch_names(key):
     torch_model = torch.nn.Module()
     torch_model.body = torch.nn.Sequential(torch.nn.Linear(4, 10), torch.nn.ReLU())
