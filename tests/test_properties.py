@@ -145,11 +145,10 @@ placeholders = st.builds(
     st.one_of(st.none(), st.sampled_from(DTYPES)),
 )
 leaves = st.one_of(array_leaf(), array_leaf(), placeholders)
-trees = st.recursive(
-    st.dictionaries(names, leaves, max_size=3),
-    lambda inner: st.dictionaries(names, st.one_of(inner, leaves), max_size=3),
-    max_leaves=8,
+subtrees = st.recursive(
+    leaves, lambda children: st.dictionaries(names, children, max_size=3), max_leaves=8
 )
+trees = st.dictionaries(names, subtrees, max_size=3)
 
 
 @pytest.fixture(scope="module")
