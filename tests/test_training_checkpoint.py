@@ -150,12 +150,19 @@ SHARDED = textwrap.dedent(
             out = ckpts.restore(like=like)
             assert out["w"].sharding == target, out["w"].sharding
             np.testing.assert_array_equal(out["w"], state["w"])
+    # li.save gathers a sharded array into one file; li.load lays it out on the template's sharding
+    li.save(sys.argv[1] + ".safetensors", {"w": state["w"]})
+    like = {"w": jax.ShapeDtypeStruct((4, 8), jnp.float32, sharding=saved_on)}
+    out = li.load(sys.argv[1] + ".safetensors", like=like)
+    assert out["w"].sharding == saved_on, out["w"].sharding
+    np.testing.assert_array_equal(out["w"], state["w"])
     print("ok")
     """
 )
 
 
 def test_sharded_arrays_are_restored_onto_their_shardings(tmp_path):
+    """On four fake CPU devices, in a subprocess: XLA_FLAGS must be set before JAX starts."""
     env = dict(
         os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
     )
