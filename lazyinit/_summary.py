@@ -52,7 +52,7 @@ class ParamInfo:
     dtype: np.dtype
     trainable: bool
     status: str | None = None
-    found: Shape | None = None
+    found: tuple[int | None, ...] | None = None
 
     @property
     def size(self) -> int:
@@ -283,7 +283,8 @@ class _Args:
 
 def _status(p: ParamInfo) -> str:
     if p.status == "mismatch":
-        return f"mismatch: found {p.found}"
+        dims = ", ".join("?" if d is None else str(d) for d in p.found)
+        return f"mismatch: found ({dims}{',' if len(p.found) == 1 else ''})"
     return p.status or ""
 
 
@@ -359,11 +360,7 @@ def summary(
             )
             status = _status_of(leaf, covered, param.shape, loaded, path)
             if status == "mismatch":
-                found = (
-                    tuple(leaf.shape)
-                    if not isinstance(leaf, Uninitialized)
-                    else repr(leaf).split("shape=")[1].split(", dtype")[0]
-                )
+                found = tuple(leaf.shape)
         infos[path] = ParamInfo(path, param.shape, np.dtype(chosen), param.trainable, status, found)
     unexpected = tuple(
         p for p in flat if p not in infos and not any(q[: len(p)] == p for q in infos)

@@ -150,6 +150,11 @@ def test_status_reports_mismatch_missing_and_unexpected(key):
     assert s.unexpected == (("9", "w"),)
     text = str(s)
     assert "mismatch: found (4, 2)" in text
+    lazy = li.lazy_state(m)
+    lazy["0"]["fc2"]["kernel"] = li.Uninitialized((None, 4))
+    s = li.summary(m, X, params=lazy)
+    assert s.params[("0", "fc2", "kernel")].found == (None, 4)
+    assert "mismatch: found (?, 4)" in str(s)
     assert "unexpected in params (the model has no such parameter): 9/w" in text
 
 
