@@ -351,9 +351,9 @@ def _sniff(path: str, raw: bytes, why: str) -> ReadCheckpointError:
         )
     return ReadPickleError(
         f"{path!r} is {what}. lazyinit never unpickles: loading a pickle can run arbitrary "
-        "code. Convert it once, in a trusted environment, to a safetensors file (for PyTorch "
-        "weights: lazyinit.interop.torch, or torch.load(..., weights_only=True) then "
-        "safetensors.torch.save_file), and load that with li.load."
+        "code. Convert it once, in a trusted environment: for PyTorch weights, params = "
+        "lazyinit.interop.torch.from_torch_state_dict(model, path, sample) (which reads it "
+        "with torch.load(..., weights_only=True)), then li.save('model.safetensors', params)."
     )
 
 
