@@ -170,6 +170,13 @@ class Summary:
         cols = ["path", "layer", "inputs", "outputs", "params", "count", "bytes"]
         return [*cols, "status"] if self.with_status else cols
 
+    def _footer(self) -> dict[str, str]:
+        return {
+            "path": "Total",
+            "count": f"{self.total_params:,}",
+            "bytes": human_bytes(self.total_bytes),
+        }
+
     def __rich__(self) -> Any:
         from rich import box
         from rich.table import Table
@@ -182,10 +189,9 @@ class Summary:
             show_footer=True,
             caption_justify="left",
         )
-        footer = {"path": "Total", "count": f"{self.total_params:,}"}
-        footer["bytes"] = human_bytes(self.total_bytes)
+        footer = self._footer()
         for col in self._columns():
-            right = col in ("count", "bytes")
+            right = col in _NUMERIC
             table.add_column(
                 col, Text(footer.get(col, "")), justify="right" if right else "left", no_wrap=right
             )
@@ -206,31 +212,32 @@ class Summary:
 
     def _repr_html_(self) -> str:
         cols = self._columns()
-        esc = lambda s: html.escape(s).replace("\n", "<br>")  # noqa: E731
-        right = ' style="text-align:right"'
-        head = "".join(f"<th>{c}</th>" for c in cols)
+
+        def td(col: str, inner: str, tag: str = "td") -> str:
+            align = "right" if col in _NUMERIC else "left"
+            return f'<{tag} style="text-align:{align};vertical-align:top">{inner}</{tag}>'
+
+        head = "".join(td(c, html.escape(c), "th") for c in cols)
         body = "".join(
-            "<tr>"
-            + "".join(
-                f"<td{right if c in ('count', 'bytes') else ''}><code>{esc(cells[c])}</code></td>"
-                for c in cols
-            )
-            + "</tr>"
+            "<tr>" + "".join(td(c, f"<code>{_html(cells[c])}</code>") for c in cols) + "</tr>"
             for cells in map(self._cells, self.rows)
         )
-        foot = {"path": "Total", "count": f"{self.total_params:,}"}
-        foot["bytes"] = human_bytes(self.total_bytes)
-        tail = "".join(
-            f"<td{right if c in ('count', 'bytes') else ''}><b>{foot.get(c, '')}</b></td>"
-            for c in cols
-        )
-        caption = "<br>".join(esc(line) for line in self.caption())
+        footer = self._footer()
+        foot = "".join(td(c, f"<b>{_html(footer.get(c, ''))}</b>") for c in cols)
+        caption = "<br>".join(_html(line) for line in self.caption())
         return (
-            f'<table class="lazyinit-summary"><caption style="caption-side:top;text-align:left">'
-            f"<b>{esc(self.title)} summary</b></caption><thead><tr>{head}</tr></thead>"
-            f"<tbody>{body}</tbody><tfoot><tr>{tail}</tr></tfoot></table>"
+            '<table class="lazyinit-summary"><caption style="caption-side:top;text-align:left">'
+            f"<b>{_html(self.title)} summary</b></caption><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody><tfoot><tr>{foot}</tr></tfoot></table>"
             f'<div style="font-size:smaller">{caption}</div>'
         )
+
+
+_NUMERIC = ("count", "bytes")
+
+
+def _html(text: str) -> str:
+    return html.escape(text).replace("\n", "<br>")
 
 
 # ---------------------------------------------------------------------------

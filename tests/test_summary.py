@@ -169,7 +169,7 @@ def test_renders_as_text_rich_and_html():
     assert "kernel: float32[5,6]" in console.export_text()  # rich markup does not eat [...]
     page = s._repr_html_()
     assert page.startswith('<table class="lazyinit-summary">')
-    assert "<code>kernel: float32[5,6]<br>bias: float32[6]</code>" in page
+    assert "<code>kernel: float32[5,6]<br>bias: float32[6]</code></td>" in page
     assert "&lt;root&gt;" in page and "<root>" not in page
 
 
