@@ -95,4 +95,5 @@ def test_example_script_runs(name, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "summary" in out.stdout and "parameters in" in out.stdout
     assert re.search(EXAMPLES[name][1], out.stdout.strip().splitlines()[-1]), out.stdout[-500:]
-    assert "it/s" in out.stderr  # the tqdm progress bar
+    steps = EXAMPLES[name][0][1]
+    assert f"| {steps}/{steps} [" in out.stderr  # the tqdm progress bar, complete
