@@ -154,7 +154,7 @@ class MultiHeadAttention(Layer):
         expect_divides(self, q, self.num_heads, features, "query features", "num_heads", "")
         if self.rotary and (features // self.num_heads) % 2:
             raise InferShapeError(
-                f"MultiHeadAttention: rotary embeddings need an even head_dim, got "
+                f"rotary embeddings need an even head_dim, got "
                 f"{features} features / {self.num_heads} heads = {features // self.num_heads}."
             )
         parts = self._parts(features, self.out_features or q.shape[-1])

@@ -141,12 +141,13 @@ def expect_window_fits(
     if known_rank(x) is None:
         return
     spatial = spatial_shape(layer, x)
+    remedy = "kernel_size or dilation" if what == "dilated kernel" else what
     for i, (size, k, (lo, hi)) in enumerate(zip(spatial, window, pads)):
         if k > size + lo + hi:
             raise InferShapeError(
-                f"{_name(layer)}: the {what} ({k} along spatial dim {i}) is larger than the "
+                f"the {what} ({k} along spatial dim {i}) is larger than the "
                 f"padded input ({size} + {lo} + {hi} = {size + lo + hi}); input shape "
-                f"{tuple(x.shape)}, spatial shape {spatial}. Use a smaller {what}, more padding "
+                f"{tuple(x.shape)}, spatial shape {spatial}. Use a smaller {remedy}, more padding "
                 f"or padding='SAME'. {_LAYOUT_HINT}"
             )
 
@@ -157,6 +158,6 @@ def expect_divides(
     """Raises unless ``count`` divides ``total`` (skipped while ``total`` is unknown)."""
     if known_rank(x) is not None and total % count:
         raise InferShapeError(
-            f"{_name(layer)}: {name}={count} does not divide the {what} ({total}); input shape "
+            f"{name}={count} does not divide the {what} ({total}); input shape "
             f"{tuple(x.shape)}. Choose {name} dividing {total}. {hint}".rstrip()
         )

@@ -42,7 +42,7 @@ class Residual(Layer):
         y = call_child(self.layer, params, "layer", 0, x, **kwargs)
         if y.shape != x.shape:
             raise InferShapeError(
-                f"Residual: the wrapped layer maps shape {x.shape} to {y.shape}; a residual "
+                f"the wrapped layer maps shape {x.shape} to {y.shape}; a residual "
                 "connection needs them equal. Project the shortcut with li.Parallel instead."
             )
         return x + y

@@ -225,7 +225,7 @@ class ConvTranspose(Layer):
             out = (size - 1) * stride[i] + 1 + lo + hi - window[i] + 1
             if out < 1:
                 raise InferShapeError(
-                    f"ConvTranspose: padding {self.padding!r} crops more than the whole output "
+                    f"padding {self.padding!r} crops more than the whole output "
                     f"along spatial dim {i} (input size {size}, stride {stride[i]}, dilated "
                     f"kernel {window[i]}: the output size would be {out}); input shape "
                     f"{tuple(x.shape)}. Use less padding."
