@@ -14,6 +14,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,41 +44,37 @@ def free_port() -> int:
 def run(commands: list[list[str]], devices: int, timeout: float) -> list[str]:
     """Runs ``commands`` at once, each with ``devices`` devices; returns their outputs.
 
-    Fails the calling test, with every child's output, if one exits non-zero or
-    does not finish within ``timeout`` seconds. Every child is killed on the way out.
+    Fails the calling test, with every child's output, if one exits non-zero (the
+    others are killed at once: they might wait for it in a collective) or if they
+    do not all finish within ``timeout`` seconds. No child outlives this call.
     """
+    logs = [tempfile.TemporaryFile("w+") for _ in commands]
     procs = [
-        subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=env(devices),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for cmd in commands
+        subprocess.Popen(cmd, cwd=ROOT, env=env(devices), stdout=log, stderr=subprocess.STDOUT)
+        for cmd, log in zip(commands, logs)
     ]
-    outputs: list[str | None] = [None] * len(procs)
     deadline = time.monotonic() + timeout
     try:
-        for i, proc in enumerate(procs):
-            try:
-                outputs[i] = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))[0]
-            except subprocess.TimeoutExpired:
-                for p in procs:
-                    p.kill()
-                outputs = [
-                    o if o is not None else p.communicate()[0] for p, o in zip(procs, outputs)
-                ]
-                pytest.fail(f"timed out after {timeout:.0f} s:\n" + _show(commands, outputs))
+        while time.monotonic() < deadline:
+            codes = [p.poll() for p in procs]
+            if None not in codes or any(codes):
+                break
+            time.sleep(0.1)
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
-                p.wait()
-    if any(p.returncode for p in procs):
-        codes = [p.returncode for p in procs]
-        pytest.fail(f"child processes exited with {codes}:\n" + _show(commands, outputs))
+            p.wait()
+        outputs = []
+        for log in logs:
+            log.seek(0)
+            outputs.append(log.read())
+            log.close()
+    codes = [p.returncode for p in procs]
+    if any(codes):
+        timed_out = time.monotonic() > deadline
+        why = f"timed out after {timeout:.0f} s" if timed_out else "failed"
+        pytest.fail(f"child processes {why}, exit codes {codes}:\n" + _show(commands, outputs))
     return outputs
 
 
