@@ -20,7 +20,7 @@ from ._checkpoint import save as save
 from ._combinators import Parallel as Parallel
 from ._combinators import Residual as Residual
 from ._conv import Conv as Conv
-from ._conv import ConvTranspose as ConvTranspose
+from ._conv_transpose import ConvTranspose as ConvTranspose
 from ._dropout import Dropout as Dropout
 from ._display import describe as describe
 from ._dry_run import dry_run as dry_run
