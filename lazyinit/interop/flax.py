@@ -116,17 +116,16 @@ class _FlaxInit:
         return f"flax_init({type(self.module).__name__}, {'/'.join(self.path)!r})"
 
 
-class _FlaxLeaf(Layer):
-    """One variable of a wrapped flax module, declared where the dry run indexes it."""
+class _FlaxVariables(Layer):
+    """The variables of one flax submodule, declared where the dry run indexes them."""
 
-    name: str
-    param: Param
+    variables: tuple[tuple[str, Param], ...]
 
     def specs(self) -> dict[str, Param]:
-        return {self.name: self.param}
+        return dict(self.variables)
 
-    def __call__(self, params: Any) -> Any:
-        return params[self.name]
+    def __call__(self, params: Any) -> dict[str, Any]:
+        return {name: params[name] for name, _ in self.variables}
 
 
 def _declare(layer: FlaxModule, node: Any, args: tuple, kwargs: dict, rngs: Any) -> dict:
@@ -139,7 +138,7 @@ def _declare(layer: FlaxModule, node: Any, args: tuple, kwargs: dict, rngs: Any)
         tuple(sorted(rngs)) if isinstance(rngs, Mapping) else (),
     )
     shapes = jax.eval_shape(init.variables, jax.random.key(0))
-    variables: dict[str, Any] = {}
+    groups: dict[Path, list[tuple[str, Param]]] = {}
     for path, boxed in _walk_variables(shapes):
         leaf = meta.unbox(boxed)
         axes = getattr(boxed, "names", None)
@@ -150,10 +149,13 @@ def _declare(layer: FlaxModule, node: Any, args: tuple, kwargs: dict, rngs: Any)
             tuple(axes) if axes is not None else None,
             trainable=path[0] == "params",
         )
+        groups.setdefault(path[:-1], []).append((path[-1], param))
+    variables: dict[str, Any] = {}
+    for at, specs in groups.items():
         parent, tree = node, variables
-        for name in path[:-1]:
+        for name in at:
             parent, tree = parent[name], tree.setdefault(name, {})
-        tree[path[-1]] = _FlaxLeaf(path[-1], param)(parent)
+        tree.update(_FlaxVariables(tuple(specs))(parent))
     return variables
 
 
