@@ -125,3 +125,18 @@ def test_every_public_layer_is_in_the_catalogue():
         if isinstance(v, type) and issubclass(v, li.Layer) and v is not li.Layer
     }
     assert public <= covered, public - covered
+
+
+# "sequential" and "parallel" hold jax.nn activations (li.relu), which pickle cannot find by name.
+@pytest.mark.parametrize(
+    "name", [n for n in CATALOGUE if n not in ("sequential", "parallel")] + ["dropout"]
+)
+def test_layers_pickle_and_compare_by_value(name):
+    """Layers are configuration: they pickle, and equal configurations are equal (and hash alike)."""
+    import copy
+    import pickle
+
+    layer = li.Dropout(0.5) if name == "dropout" else CATALOGUE[name][0]
+    again = pickle.loads(pickle.dumps(layer))
+    assert again == layer and hash(again) == hash(layer) and repr(again) == repr(layer)
+    assert copy.deepcopy(layer) == layer
