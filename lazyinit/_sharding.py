@@ -124,9 +124,9 @@ def _resolve_one(
                 continue
             if name not in targets:
                 problems.append(
-                    f"{where}: dimension {dim} has logical axis {name!r}, which no rule maps to a "
-                    f"mesh axis (rules cover {sorted(targets)}). Add ({name!r}, <mesh axis or None>) "
-                    "to rules; None replicates it."
+                    f"{where}: dimension {dim} has logical axis {name!r}, which no rule maps to "
+                    f"an axis of mesh {dict(sizes)} (rules cover {sorted(targets)}). Add "
+                    f"({name!r}, <mesh axis or None>) to rules; None replicates it."
                 )
                 chosen.append(None)
                 continue

@@ -59,14 +59,16 @@ def main(port: int, pid: int, out: str) -> None:
     opt = optax.adam(1e-2)
     step = regression_step(mlp(), opt, jax.tree.map(lambda a: a.sharding, params))
     new, _, loss = step(params, opt.init(params), x, y)
-    gathered = {
-        f"params/{p}": v
-        for p, v in by_path(multihost_utils.process_allgather(params, tiled=True)).items()
-    }
-    gathered |= {
-        f"new/{p}": v
-        for p, v in by_path(multihost_utils.process_allgather(new, tiled=True)).items()
-    }
+    # A checkpoint read on every host (here: drawn locally with another key) is placed
+    # in the planned layout and kept; the rest is drawn.
+    host = jax.tree.map(np.asarray, li.dry_run(mlp(), jax.random.key(7), x)["0"])
+    loaded = li.dry_run(mlp(), jax.random.key(0), x, state={"0": host}, mesh=mesh, rules=RULES)
+    assert loaded["0"]["kernel"].sharding == params["0"]["kernel"].sharding
+
+    gathered = {}
+    for name, tree in [("params", params), ("new", new), ("loaded", loaded)]:
+        whole = multihost_utils.process_allgather(tree, tiled=True)
+        gathered |= {f"{name}/{p}": v for p, v in by_path(whole).items()}
     np.savez(f"{out}/process{pid}.npz", loss=np.asarray(loss), **gathered)
 
     try:

@@ -25,6 +25,7 @@ def test_two_processes_materialize_train_and_agree_with_one(tmp_path):
     ref = li.dry_run(mlp(), jax.random.key(0), x)
     opt = optax.adam(1e-2)
     ref_new, _, ref_loss = regression_step(mlp(), opt)(ref, opt.init(ref), x, y)
+    ref_loaded = {"0": li.dry_run(mlp(), jax.random.key(7), x)["0"], "2": ref["2"]}
     expected = {"0/kernel": [4, 4], "0/bias": [4], "2/kernel": [4, 4], "2/bias": [4]}
 
     for pid in range(2):
@@ -40,6 +41,7 @@ def test_two_processes_materialize_train_and_agree_with_one(tmp_path):
             np.testing.assert_allclose(
                 got[f"new/{path}"], ref_new[layer][name], rtol=1e-5, atol=1e-6
             )
+            np.testing.assert_array_equal(got[f"loaded/{path}"], ref_loaded[layer][name])
         np.testing.assert_allclose(got["loss"], ref_loss, rtol=1e-6)
 
         message = (tmp_path / f"mismatch{pid}.txt").read_text()

@@ -81,7 +81,8 @@ def test_a_logical_axis_without_a_rule_is_an_error():
     with pytest.raises(
         li.ShardParamError,
         match=r"'0/kernel' \(8, 16\): dimension 1 has logical axis 'mlp', which no rule maps "
-        r"to a mesh axis \(rules cover \['embed'\]\)\. Add \('mlp', <mesh axis or None>\)",
+        r"to an axis of mesh \{'fsdp': 2, 'tensor': 4\} \(rules cover \['embed'\]\)\. Add "
+        r"\('mlp', <mesh axis or None>\) to rules; None replicates it\.",
     ):
         li.dry_run(mlp(), 0, X, mesh=MESH, rules={"embed": "fsdp"})
 
