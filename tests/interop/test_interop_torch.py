@@ -213,6 +213,16 @@ def test_each_layer_converts_both_ways(name, key):
     _same_state(back, original)
 
 
+def test_a_torch_conv_loads_into_a_channels_last_layer():
+    conv = torch.nn.Conv2d(3, 5, 3, padding=1)
+    x = torch.randn(2, 3, 6, 6)
+    nhwc = jnp.asarray(_np(x.permute(0, 2, 3, 1)))
+    layer = li.Conv(5, (3, 3), padding=1)  # channels-last, the default
+    params = from_torch_state_dict(layer, conv, nhwc)
+    with torch.no_grad():
+        _close(layer(params, nhwc), _np(conv(x).permute(0, 2, 3, 1)))
+
+
 # ---------------------------------------------------------------------------
 # Files.
 
