@@ -28,7 +28,7 @@ _IN_INIT = initializers.lecun_normal(in_axis=0, out_axis=(1, 2))
 _OUT_INIT = initializers.lecun_normal(in_axis=(0, 1), out_axis=2)
 
 
-class _HeadsIn(Layer):
+class HeadProjection(Layer):
     """``(..., in) -> (..., num_heads, head_dim)``: one of the query, key and value projections."""
 
     num_heads: int
@@ -58,7 +58,7 @@ class _HeadsIn(Layer):
         )
 
 
-class _HeadsOut(Layer):
+class OutProjection(Layer):
     """``(..., num_heads, head_dim) -> (..., features)``: the output projection."""
 
     features: int | None
@@ -132,8 +132,10 @@ class MultiHeadAttention(Layer):
 
     def _parts(self, features: int | None, out: int | None) -> dict[str, Layer]:
         head_dim = None if features is None else features // self.num_heads
-        proj = _HeadsIn(self.num_heads, head_dim, self.use_bias, self.kernel_init, self.bias_init)
-        out_proj = _HeadsOut(out, self.use_bias, self.out_kernel_init, self.bias_init)
+        proj = HeadProjection(
+            self.num_heads, head_dim, self.use_bias, self.kernel_init, self.bias_init
+        )
+        out_proj = OutProjection(out, self.use_bias, self.out_kernel_init, self.bias_init)
         return {"query": proj, "key": proj, "value": proj, "out": out_proj}
 
     def children(self) -> dict[str, Layer]:
