@@ -34,6 +34,7 @@ from ._typing import Initializer
 __all__ = ["Conv"]
 
 Padding = str | int | tuple[int | tuple[int, int], ...]
+_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
 def _check_options(layer: Any) -> None:
@@ -83,7 +84,9 @@ class Conv(Layer):
     """An n-d convolution (n = 1, 2, 3) whose ``in_channels`` comes from the input.
 
     ``padding`` is PyTorch's: an int or one int or ``(low, high)`` pair per
-    spatial dim of zeros, default 0; or ``'SAME'`` / ``'VALID'`` (any case).
+    spatial dim, default 0; or ``'SAME'`` / ``'VALID'`` (any case). As in
+    PyTorch, ``padding_mode`` pads with ``'zeros'``, or ``'reflect'``,
+    ``'replicate'`` or ``'circular'`` copies of the input.
 
     >>> import jax, jax.numpy as jnp, lazyinit as li
     >>> conv = li.Conv(8, (3, 3), padding=1)
@@ -102,16 +105,35 @@ class Conv(Layer):
     groups: int = 1
     use_bias: bool = True
     channels_first: bool = False
+    padding_mode: str = "zeros"
     kernel_init: Initializer = initializers.lecun_normal()
     bias_init: Initializer = initializers.zeros
     axes: tuple[str | None, str | None] = ("embed", "mlp")
 
-    __post_init__ = _check_options
+    def __post_init__(self) -> None:
+        _check_options(self)
+        if self.padding_mode not in _PAD_MODES:
+            raise ConfigureLayerError(
+                f"Conv: `padding_mode`={self.padding_mode!r} must be one of "
+                f"{', '.join(map(repr, _PAD_MODES))}."
+            )
 
     def _pads(self, n: int) -> Any:
         if isinstance(self.padding, str):
             return self.padding
         return explicit_pads(self, self.padding, n)
+
+    def _pad_input(self, x: jax.Array, n: int) -> tuple[jax.Array, Any]:
+        """Pads ``x`` itself for the non-zero padding modes; returns it and the conv's padding."""
+        pads = self._pads(n)
+        if self.padding_mode == "zeros":
+            return x, pads
+        if isinstance(pads, str):
+            window = _effective(tuple_of(self.kernel_size, n), tuple_of(self.dilation, n))
+            spatial = x.shape[2:] if self.channels_first else x.shape[1:-1]
+            pads = jax.lax.padtype_to_pads(spatial, window, tuple_of(self.stride, n), pads)
+        full = [(0, 0), (0, 0), *pads] if self.channels_first else [(0, 0), *pads, (0, 0)]
+        return jnp.pad(x, full, mode=_PAD_MODES[self.padding_mode]), "VALID"
 
     def specs(self, x: Any) -> dict[str, Param]:
         specs = _kernel_specs(self, x)
@@ -124,11 +146,12 @@ class Conv(Layer):
 
     def __call__(self, params: Any, x: jax.Array) -> jax.Array:
         n = params["kernel"].ndim - 2
+        x, pads = self._pad_input(x, n)
         y = jax.lax.conv_general_dilated(
             x,
             params["kernel"],
             window_strides=tuple_of(self.stride, n),
-            padding=self._pads(n),
+            padding=pads,
             rhs_dilation=tuple_of(self.dilation, n),
             dimension_numbers=_dimension_numbers(n, self.channels_first),
             feature_group_count=self.groups,

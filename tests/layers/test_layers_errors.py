@@ -40,6 +40,7 @@ def dry(model, *inputs, **kwargs):
             r"output_padding=2 must be smaller than stride or dilation \(here 2 and 1\)",
         ),
         (lambda: li.ConvTranspose(4, 3, output_padding=-1), "`output_padding`=-1 must be a non"),
+        (lambda: li.Conv(4, 3, padding_mode="mirror"), "`padding_mode`='mirror' must be one of"),
         (lambda: li.MaxPool(0), "MaxPool: `window`=0 must be a positive int"),
         (lambda: li.AvgPool(2, padding=-1), "AvgPool: `padding`=-1 must be"),
         (

@@ -115,6 +115,14 @@ def test_conv_channels_first_takes_pytorch_layout():
     )
 
 
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize("stride,padding", [(1, "same"), (2, 1), (1, (2, 1))])
+def test_conv_padding_modes(mode, stride, padding):
+    layer = li.Conv(3, (3, 2), stride, padding, padding_mode=mode)
+    tmod = nn.LazyConv2d(3, (3, 2), stride, padding, padding_mode=mode)
+    compare(layer, tmod, rand(2, 5, 6, 2))
+
+
 def test_conv_asymmetric_padding_equals_pad_then_conv():
     layer = li.Conv(3, (3, 3), padding=((0, 2), (1, 0)))
     x = rand(1, 5, 5, 2)
