@@ -356,6 +356,14 @@ def export_state(
     """``params`` converted into the other library's entries (flat, by path), in plan order."""
     flat = _paths.flatten(params, lambda x: hasattr(x, "shape"), what="params")
     problems: list[str] = []
+    for p, v in flat.items():
+        if isinstance(v, jax.ShapeDtypeStruct):
+            problems.append(f"{_paths.join(p)!r} is abstract (a ShapeDtypeStruct), not an array")
+        elif isinstance(v, Uninitialized):
+            problems.append(
+                f"{_paths.join(p)!r} is uninitialized: run li.dry_run(model, key, sample) first"
+            )
+    _raise(f"{type(model).__name__}'s params to {fw.noun}", problems)
     if args or kwargs:
         layers, leaves = _leaves_from_trace(model, args, kwargs)
         for p, leaf in leaves.items():
@@ -371,16 +379,9 @@ def export_state(
             for p in flat
             if p not in leaves
         )
+        _raise(f"{type(model).__name__}'s params to {fw.noun}", problems)
     else:
         layers, leaves = _leaves_from_params(model, params)
-    for p, v in flat.items():
-        if isinstance(v, jax.ShapeDtypeStruct):
-            problems.append(f"{_paths.join(p)!r} is abstract (a ShapeDtypeStruct), not an array")
-        elif isinstance(v, Uninitialized):
-            problems.append(
-                f"{_paths.join(p)!r} is uninitialized: run li.dry_run(model, key, sample) first"
-            )
-    _raise(f"{type(model).__name__}'s params to {fw.noun}", problems)
 
     out: dict[Path, jax.Array] = {}
     for item in plan(fw, model, leaves, layers, rename):
