@@ -1,0 +1,109 @@
+"""``python -m benchmarks``: lazyinit against flax.linen, haiku, equinox and hand-written JAX.
+
+``--quick`` runs every figure at tiny sizes with one repeat (a smoke test: the figures mean
+nothing); ``--figures 1 4 7`` chooses figures; ``--out FILE`` also writes the tables there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+import jax
+
+from . import common, figures, registry
+
+
+def machine_line() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    device = jax.devices()[0]
+    return (
+        f"Machine: {cpu}, {os.cpu_count()} cores, {device.platform} ({device.device_kind}); "
+        f"jax {jax.__version__}, Python {platform.python_version()}; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average {load:.2f} at start"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, one repeat: checks that it runs"
+    )
+    parser.add_argument(
+        "--reps", type=int, default=None, help="repeats per measurement (default 3)"
+    )
+    parser.add_argument(
+        "--figures", nargs="*", default=None, help="figures to run: 1..8 (default all)"
+    )
+    parser.add_argument("--models", nargs="*", default=list(common.MODELS), choices=common.MODELS)
+    parser.add_argument(
+        "--libs", nargs="*", default=None, help="libraries (default: all installed)"
+    )
+    parser.add_argument("--out", default=None, help="also write the tables to this file")
+    args = parser.parse_args(argv)
+
+    libs = tuple(args.libs or registry.available())
+    missing = [lib for lib in common.LIBRARIES if lib not in registry.available()]
+    cfg = figures.Config(
+        sizes=common.QUICK if args.quick else common.FULL,
+        quick=args.quick,
+        reps=args.reps or (1 if args.quick else 3),
+        libs=libs,
+        models=tuple(args.models),
+    )
+    chosen = set(args.figures or "12345678")
+    out = [
+        f"# lazyinit benchmarks{' (--quick: tiny sizes, figures meaningless)' if args.quick else ''}",
+        "",
+    ]
+    out += [machine_line(), f"Repeats: {cfg.reps}; libraries: {', '.join(libs)}"]
+    if missing:
+        out.append(f"Not installed, skipped: {', '.join(missing)} (pip install -e '.[bench]')")
+    print("\n".join(out) + "\n", flush=True)
+
+    def emit(table) -> None:
+        text = table.render()
+        print(text, flush=True)
+        out.append("\n" + text)
+
+    t0 = time.perf_counter()
+    if chosen & set("1235"):
+        fr = figures.fresh(cfg)
+        for n, fig in (
+            ("1", figures.figure1),
+            ("2", figures.figure2),
+            ("3", figures.figure3),
+            ("5", figures.figure5),
+        ):
+            if n in chosen:
+                emit(fig(cfg, fr))
+    if "4" in chosen:
+        emit(figures.figure4(cfg))
+    if "6" in chosen:
+        emit(figures.figure6(cfg))
+    if "7" in chosen:
+        emit(figures.figure7(cfg))
+    if "8" in chosen:
+        for table in figures.figure8(cfg):
+            emit(table)
+    out.append(f"\nTotal time: {time.perf_counter() - t0:.0f} s\n")
+    print(out[-1], flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
