@@ -135,8 +135,7 @@ def _resolve_one(
                 problems.append(
                     f"{where}: dimension {dim} ({name!r}) maps to mesh axes "
                     f"{', '.join(_show(t) for t in targets[name])}, all already used by an earlier "
-                    "dimension. "
-                    f"Add a fallback rule ({name!r}, None) after the others."
+                    f"dimension. Add a fallback rule ({name!r}, None) after the others."
                 )
                 chosen.append(None)
                 continue
@@ -159,14 +158,15 @@ def _resolve_one(
                 f"mesh axis {_show(axes)} of size {n}. Use a size divisible by {n}, map the axis "
                 f"elsewhere, or override this path: axes={{{_paths.join(path)!r}: ...}}."
             )
+    spec = PartitionSpec(*(_entry(a) for a in chosen))
     flat = [a for axes in chosen for a in axes or ()]
     twice = sorted({a for a in flat if flat.count(a) > 1})
     if twice and not problems:
         problems.append(
-            f"{where}: override {override} shards more than one dimension over mesh axis "
+            f"{where}: layout {spec} shards more than one dimension over mesh axis "
             f"{twice[0]!r}. Use each mesh axis at most once per parameter."
         )
-    return PartitionSpec(*(_entry(a) for a in chosen)), problems
+    return spec, problems
 
 
 def _raise(

@@ -137,9 +137,13 @@ def test_a_mesh_axis_used_twice_is_an_error():
     with pytest.raises(li.ShardParamError, match=r"'kernel' \(8, 8\): dimension 1 \('embed'\) "
                        r"maps to mesh axes 'fsdp', all already used"):  # fmt: skip
         li.dry_run(li.Linear(8, axes=("embed", "embed")), 0, X, mesh=MESH, rules=RULES)
-    with pytest.raises(li.ShardParamError, match=r"'kernel' \(8, 8\): override P\('fsdp', 'fsdp'\) "
-                       "shards more than one dimension over mesh axis 'fsdp'"):  # fmt: skip
+    with pytest.raises(li.ShardParamError, match=r"'kernel' \(8, 8\): layout P\('fsdp', 'fsdp'\) "
+                       "shards more than one dimension over mesh axis 'fsdp'. Use each mesh axis at "
+                       "most once per parameter."):  # fmt: skip
         li.dry_run(li.Linear(8), 0, X, mesh=MESH, rules=RULES, axes={"kernel": P("fsdp", "fsdp")})
+    with pytest.raises(li.ShardParamError, match=r"'kernel' \(8, 8\): layout P\(\('fsdp', 'fsdp'\), "
+                       r"'tensor'\) shards more than one dimension over mesh axis 'fsdp'"):  # fmt: skip
+        li.dry_run(li.Linear(8), 0, X, mesh=MESH, rules={**RULES, "embed": ("fsdp", "fsdp")})
 
 
 def test_malformed_rules_and_rules_without_a_mesh_are_errors():
