@@ -113,7 +113,9 @@ def dry_run(
         raise TypeError(
             "li.dry_run: rules= and axes= lay parameters out on a mesh; pass mesh= too."
         )
-    planned = {} if mesh is None else _sharding.plan_shardings(t.params, mesh, rules, axes)
+    planned = (
+        {} if mesh is None else _sharding.plan_shardings(t.params, mesh, rules, axes, abstract)
+    )
     moves: dict[Path, Any] = {}
     resharded: list[Path] = []
     blocked: list[str] = []  # loaded arrays laid out otherwise, while reshard is false
@@ -194,7 +196,7 @@ def dry_run(
             tuple(problems),
         )
 
-    if planned and not abstract and jax.process_count() > 1:
+    if planned and not abstract and _sharding.spans_processes(mesh):
         rows = _sharding.fingerprint_rows(root, mesh, todo, kept)
         _sharding.agree_across_processes(rows)
     for path, sharding in moves.items():

@@ -178,12 +178,17 @@ def _raise(
 
 
 def plan_shardings(
-    params: Mapping[Path, Param], mesh: Any, rules: Rules | None, axes: PerPath = None
+    params: Mapping[Path, Param],
+    mesh: Any,
+    rules: Rules | None,
+    axes: PerPath = None,
+    abstract: bool = True,
 ) -> dict[Path, NamedSharding]:
     """``{path: NamedSharding}`` for every parameter, or one error listing every problem.
 
-    ``mesh`` is a ``jax.sharding.Mesh`` or ``AbstractMesh``; ``axes`` overrides the
-    logical axes (or gives a ``PartitionSpec``) per path pattern.
+    ``mesh`` is a ``jax.sharding.Mesh``, or an ``AbstractMesh`` when ``abstract``
+    (nothing is materialized); ``axes`` overrides the logical axes (or gives a
+    ``PartitionSpec``) per path pattern.
 
     >>> import jax, lazyinit as li
     >>> from lazyinit._sharding import plan_shardings
@@ -195,6 +200,11 @@ def plan_shardings(
     """
     if not isinstance(mesh, jax.sharding.Mesh | jax.sharding.AbstractMesh):
         raise TypeError(f"mesh must be a jax.sharding.Mesh or AbstractMesh, got {mesh!r}.")
+    if isinstance(mesh, jax.sharding.AbstractMesh) and not abstract:
+        raise TypeError(
+            "An AbstractMesh has no devices to materialize on: pass jax.ShapeDtypeStruct "
+            "samples to plan with it, or a jax.sharding.Mesh to materialize."
+        )
     sizes, targets = dict(mesh.shape), _targets(rules)
     out, problems = {}, []
     for path, param in params.items():
@@ -348,6 +358,12 @@ def plan(
 
 # ---------------------------------------------------------------------------
 # Agreement between processes.
+
+
+def spans_processes(mesh: Any) -> bool:
+    """Whether ``mesh`` has devices of more than one process (then they must all agree)."""
+    devices = getattr(mesh, "devices", None)
+    return devices is not None and len({d.process_index for d in devices.flat}) > 1
 
 
 def fingerprint_rows(

@@ -71,6 +71,11 @@ def main(port: int, pid: int, out: str) -> None:
         gathered |= {f"{name}/{p}": v for p, v in by_path(whole).items()}
     np.savez(f"{out}/process{pid}.npz", loss=np.asarray(loss), **gathered)
 
+    if pid == 1:  # a mesh of this process's devices only: no other process takes part
+        local = jax.sharding.Mesh(np.array(jax.local_devices()).reshape(2, 2), ("fsdp", "tensor"))
+        alone = li.dry_run(mlp(), jax.random.key(0), x, mesh=local, rules=RULES)
+        assert alone["0"]["kernel"].is_fully_addressable
+
     try:
         li.dry_run(mlp(width=16 if pid == 0 else 24), jax.random.key(0), x, mesh=mesh, rules=RULES)
     except li.ProcessMismatchError as e:

@@ -155,6 +155,8 @@ def test_malformed_rules_and_rules_without_a_mesh_are_errors():
         li.dry_run(mlp(), 0, X, rules=RULES)
     with pytest.raises(TypeError, match="mesh must be a jax.sharding.Mesh or AbstractMesh"):
         li.dry_run(mlp(), 0, X, mesh=(2, 4), rules=RULES)
+    with pytest.raises(TypeError, match="An AbstractMesh has no devices to materialize on"):
+        li.dry_run(mlp(), 0, jnp.ones((4, 8)), mesh=MESH, rules=RULES)
 
 
 # ---------------------------------------------------------------------------
