@@ -67,7 +67,7 @@ QUICK = Sizes(
     gpt_heads=2,
     gpt_layers=2,
     gpt_max_len=16,
-    depths=(1, 2),
+    depths=(1, 3),  # not QUICK's 2 layers: figure 8's first calls must be first calls
 )
 
 
