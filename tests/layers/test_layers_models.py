@@ -63,6 +63,8 @@ def test_small_decoders_are_causal(build):
     model = build()
     ids = jnp.asarray(np.random.default_rng(0).integers(0, 50, (2, 8)), jnp.int32)
     params = li.dry_run(model, jax.random.key(0), ids)
+    trainable, buffers = li.partition(model, params)  # attention's shapes need no sample either
+    assert count(buffers) == 0 and count(trainable) == count(params)
     apply = jax.jit(model)  # one compilation instead of one per operation
     logits = apply(params, ids)
     assert logits.shape == (2, 8, 50)
@@ -83,6 +85,8 @@ def test_small_resnet_and_mlp_run():
     resnet = models.resnet_cnn(num_classes=3, widths=(4, 8), blocks_per_stage=1)
     images = jnp.ones((2, 8, 8, 3))
     params = li.dry_run(resnet, jax.random.key(0), images)
+    trainable, buffers = li.partition(resnet, params)  # no sample needed: kernels are tuples
+    assert count(buffers) == 2 * (4 + 4 * 2 + 8 * 3)
     train = jax.jit(lambda p, x: li.apply(resnet, p, x, train=True, mutable=True))
     out, updates = train(params, images)
     assert out.shape == (2, 3)
