@@ -25,10 +25,16 @@ unsharded run. With ``jax.ShapeDtypeStruct`` samples and a mesh (an
 ``AbstractMesh`` needs no devices), :func:`plan` returns the shardings and a
 per-device memory estimate without allocating.
 
-With several processes, each one compares a fingerprint of what it is about to
-materialize (paths, shapes, dtypes, layouts, key) with the others' first, so
-that processes that disagree fail naming the differing paths instead of hanging
-in a collective that only some of them join.
+Loaded arrays in ``state=`` keep their values: host and single-device arrays
+are placed in the planned layout; one already spread over several devices in
+another layout is an error unless ``reshard=True`` (then it is moved and listed
+in ``report.resharded``), since it usually means the checkpoint was restored
+with other rules.
+
+When the mesh spans several processes, each one first compares a fingerprint
+of what it is about to materialize (paths, shapes, dtypes, layouts, key, mesh)
+with the others', so that processes that disagree fail naming the differing
+paths instead of hanging in a collective that only some of them join.
 """
 
 from __future__ import annotations
