@@ -107,7 +107,7 @@ def dry_run(
     """
     t = trace(model, *args, **kwargs)
     abstract = is_abstract((args, kwargs))
-    root = _materialize.as_key(key)
+    root = _materialize.as_key(key, abstract=abstract)
     have = _paths.flatten(state, is_leaf, what="state") if state is not None else {}
     if mesh is None and (rules is not None or axes is not None):
         raise TypeError(

@@ -11,6 +11,7 @@ over a mesh needs; both give the same values.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from typing import Any
@@ -40,10 +41,13 @@ def _fold(root: jax.Array, words: jax.Array) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(root, words[0]), words[1])
 
 
-def as_key(key: Any) -> jax.Array:
-    """A typed PRNG key from a key, a raw ``uint32[2]`` key or an int seed."""
+def as_key(key: Any, *, abstract: bool = False) -> jax.Array:
+    """A typed PRNG key from a key, a raw ``uint32[2]`` key or an int seed.
+
+    An abstract dry run draws nothing, so it checks the key without building one.
+    """
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        return jax.random.key(int(key))
+        return key if abstract else jax.random.key(int(key))
     if isinstance(key, (jax.Array, np.ndarray)) and (
         jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) or key.shape == (2,)
     ):
@@ -107,21 +111,35 @@ def _kernel(param: Param, dtype: np.dtype, sharding: Any, path: Path, key: jax.A
         return init(_fold(root, words), shape, dtype)
 
     kernel = jax.jit(kernel, out_shardings=sharding)
-    out = jax.eval_shape(kernel, key, path_words(path))
-    if out.shape != shape or out.dtype != dtype:
-        name = getattr(init, "__name__", repr(init))
-        raise InitializerError(
-            f"For parameter {_paths.join(path)!r}: initializer {name} returned "
-            f"{out.dtype.name}{list(out.shape)}, but the spec declares {dtype.name}{list(shape)}. "
-            "Fix the initializer to honour its shape and dtype arguments."
-        )
+    check(path, param, dtype, kernel.trace(key, path_words(path)).out_info)
     if cache_key is not None:
         _KERNELS[cache_key] = kernel
     return kernel
 
 
+def check(path: Path, param: Param, dtype: np.dtype, out: Any) -> None:
+    """Raises unless an initializer's output ``out`` has the declared shape and dtype."""
+    if tuple(out.shape) != param.shape or out.dtype != dtype:
+        name = getattr(param.init, "__name__", repr(param.init))
+        raise InitializerError(
+            f"For parameter {_paths.join(path)!r}: initializer {name} returned "
+            f"{out.dtype.name}{list(out.shape)}, but the spec declares "
+            f"{dtype.name}{list(param.shape)}. Fix the initializer to honour its shape and dtype "
+            "arguments."
+        )
+
+
 def abstract_leaf(param: Param, dtype: np.dtype, sharding: Any) -> jax.ShapeDtypeStruct:
-    return jax.ShapeDtypeStruct(param.shape, dtype, sharding=sharding)
+    """The abstract stand-in of a parameter (shared: ``ShapeDtypeStruct`` is immutable)."""
+    try:
+        return _abstract(param.shape, dtype, sharding)
+    except TypeError:  # an unhashable sharding
+        return jax.ShapeDtypeStruct(param.shape, dtype, sharding=sharding)
+
+
+@functools.lru_cache(maxsize=65536)
+def _abstract(shape: tuple[int, ...], dtype: np.dtype, sharding: Any) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
 
 
 def draw(key: jax.Array, path: Path, param: Param, dtype: np.dtype, sharding: Any) -> jax.Array:
