@@ -100,3 +100,10 @@ def test_small_resnet_and_mlp_run():
 
 def shapes_of(tree):
     return jax.tree.map(lambda a: tuple(a.shape), tree)
+
+
+def test_module_docstring_example_runs():
+    import doctest
+
+    result = doctest.testmod(models, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
