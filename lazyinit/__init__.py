@@ -21,8 +21,8 @@ from ._combinators import Parallel as Parallel
 from ._combinators import Residual as Residual
 from ._conv import Conv as Conv
 from ._conv_transpose import ConvTranspose as ConvTranspose
-from ._dropout import Dropout as Dropout
 from ._display import describe as describe
+from ._dropout import Dropout as Dropout
 from ._dry_run import dry_run as dry_run
 from ._embedding import Embedding as Embedding
 from ._errors import *  # noqa: F403
