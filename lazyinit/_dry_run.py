@@ -22,7 +22,7 @@ __all__ = ["dry_run"]
 
 def _covering(state: dict[Path, Any], path: Path) -> Path | None:
     """The path of a placeholder of unknown structure that stands for ``path``'s layer."""
-    for i in range(len(path) - 1, 0, -1):
+    for i in range(len(path) - 1, -1, -1):
         leaf = state.get(path[:i])
         if isinstance(leaf, Uninitialized) and leaf.shape is None:
             return path[:i]
@@ -108,7 +108,12 @@ def dry_run(
     t = trace(model, *args, **kwargs)
     abstract = is_abstract((args, kwargs))
     root = _materialize.as_key(key, abstract=abstract)
-    have = _paths.flatten(state, is_leaf, what="state") if state is not None else {}
+    if isinstance(
+        state, Uninitialized
+    ):  # the lazy state of a layer that needs its input to name params
+        have: dict[Path, Any] = {(): state}
+    else:
+        have = _paths.flatten(state, is_leaf, what="state") if state is not None else {}
     if mesh is None and (rules is not None or axes is not None):
         raise TypeError(
             "li.dry_run: rules= and axes= lay parameters out on a mesh; pass mesh= too."
@@ -127,7 +132,13 @@ def dry_run(
     for path, param in t.params.items():
         leaf = have.get(path)
         cover = None if leaf is not None else _covering(have, path)
-        hint = leaf if isinstance(leaf, Uninitialized) else have.get(cover) if cover else None
+        hint = (
+            leaf
+            if isinstance(leaf, Uninitialized)
+            else have.get(cover)
+            if cover is not None
+            else None
+        )
         used.add(path if leaf is not None else cover)
         want = np.dtype(
             _paths.resolve(dtype, path)

@@ -253,7 +253,8 @@ def load_state(
     Raises:
       StateMismatchError: listing every offending path.
     """
-    cur = _paths.flatten(current, is_leaf, what="current state")
+    whole = isinstance(current, Uninitialized)  # a layer that names its params only from input
+    cur = {(): current} if whole else _paths.flatten(current, is_leaf, what="current state")
     inc = _paths.flatten(incoming, is_leaf, what="incoming state")
     merged = dict(cur)
     problems: list[str] = []
@@ -311,7 +312,7 @@ def load_state(
             "and get a report of the rest.",
             tuple(problems),
         )
-    skeleton = _paths.subtrees(current)
+    skeleton = _paths.subtrees(incoming if whole else current)
     return _paths.unflatten(merged, skeleton), _report(
         loaded=loaded, missing=missing, unexpected=unexpected, cast=casts
     )

@@ -180,6 +180,9 @@ class _Node(Mapping):
             )
         path = (*self._rel, name)
         value = self._rec.values.get(path)
+        if value is None and path in self._rec.params:  # a child's param, read by its parent
+            param = self._rec.params[path]
+            value = self._rec.values[path] = jnp.zeros(param.shape, param.dtype or _DEFAULT_DTYPE)
         return _Node(self._rec, path) if value is None else value
 
     def __contains__(self, name: object) -> bool:

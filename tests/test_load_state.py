@@ -107,3 +107,30 @@ def test_non_mapping_and_non_array_leaves_are_type_errors(full):
         match=r"key 'a/b' under '<root>': names must be non-empty strings without '/'",
     ):
         li.load_state(full, {"a/b": jnp.zeros(1)})
+
+
+def test_a_layer_whose_names_need_the_input_loads_as_a_whole(key):
+    conv = li.Conv(
+        4, 3
+    )  # an int kernel_size: the rank, so the kernel's shape, comes from the input
+    lazy = li.lazy_state(conv)
+    assert lazy == li.Uninitialized()
+    full = li.dry_run(conv, key, jnp.ones((1, 5, 5, 2)))
+    merged, report = li.load_state(lazy, full)
+    assert report.loaded == ("bias", "kernel")
+    again = li.dry_run(conv, jax.random.key(9), jnp.ones((1, 5, 5, 2)), state=merged)
+    np.testing.assert_array_equal(again["kernel"], full["kernel"])
+    bf16 = li.dry_run(conv, key, jnp.ones((1, 5, 5, 2)), state=lazy.astype("bfloat16"))
+    assert bf16["kernel"].dtype == jnp.bfloat16
+
+
+def test_a_parent_may_read_its_childs_params_during_the_dry_run(key):
+    class Tied(li.Layer):
+        fc: li.Layer = li.Linear(6)
+
+        def __call__(self, params, x):
+            h = self.fc(params["fc"], x)
+            return h @ params["fc"]["kernel"].T  # reuses the child's kernel, transposed
+
+    params = li.dry_run(Tied(), key, X)
+    assert Tied()(params, X).shape == (4, 6)

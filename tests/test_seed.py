@@ -113,3 +113,11 @@ def test_pickled_model_round_trips_after_materialization():
     np.testing.assert_array_equal(
         model2(params2, jnp.ones((4, 10))), model(params, jnp.ones((4, 10)))
     )
+
+
+def test_sequential_with_activations_pickles():
+    model = li.Sequential([li.Linear(3), li.relu, li.Linear(1), li.gelu])
+    assert pickle.loads(pickle.dumps(model)) == model
+    np.testing.assert_array_equal(
+        li.relu(jnp.array([-1.0, 2.0])), jax.nn.relu(jnp.array([-1.0, 2.0]))
+    )
