@@ -26,7 +26,9 @@ from ._typing import Params, Path
 __all__ = ["save", "load"]
 
 
-def save(path: str | os.PathLike[str], tree: Params, *, overwrite: bool = False) -> None:
+def save(
+    path: str | os.PathLike[str], tree: Params | Uninitialized, *, overwrite: bool = False
+) -> None:
     """Saves a parameter tree, a lazy state or any nested dict of arrays to one file, atomically.
 
     Leaves may be arrays (``jax.Array``, numpy) of any dtype safetensors
@@ -37,7 +39,9 @@ def save(path: str | os.PathLike[str], tree: Params, *, overwrite: bool = False)
 
     Args:
       path: the file to write, conventionally ``*.safetensors``.
-      tree: a nested dict with string keys.
+      tree: a nested dict with string keys, or a lone placeholder: the lazy
+        state of a layer that names its parameters only from its input (a
+        ``Conv`` with an int ``kernel_size``), which loads back as itself.
       overwrite: replace ``path`` if it exists. Either way, the replacement is
         atomic: readers see the old file or the new one, never a mix.
 
@@ -64,9 +68,16 @@ def save(path: str | os.PathLike[str], tree: Params, *, overwrite: bool = False)
         )
     if os.path.exists(path) and not overwrite:
         raise _format.exists_error(path)
-    flat = _paths.flatten(tree, is_leaf, what="tree to save")
+    flat = _flatten(tree, "tree to save")
     data = _format.encode(path, flat, tree)
     _format.write_atomic(path, data, overwrite)
+
+
+def _flatten(tree: Any, what: str) -> dict[Path, Any]:
+    """``{path: leaf}``; a root placeholder of unknown structure is the root's one leaf."""
+    if isinstance(tree, Uninitialized):
+        return {(): tree}
+    return _paths.flatten(tree, is_leaf, what=what)
 
 
 # ---------------------------------------------------------------------------
@@ -144,10 +155,11 @@ def _covered(want: dict[Path, Any], entries: dict[Path, Any]) -> dict[Path, Path
     A lazy state shows a layer whose specs need the input to name its
     parameters (a ``Conv`` before it knows its input's rank) as one
     ``Uninitialized(shape=?)``; it takes whatever subtree the file holds there.
+    When that layer is the whole model, the placeholder is the root ``()``.
     """
     out = {}
     for p in entries:
-        for i in range(len(p) - 1, 0, -1):
+        for i in range(len(p) - 1, -1, -1):
             leaf = want.get(p[:i])
             if isinstance(leaf, Uninitialized) and leaf.shape is None and p not in want:
                 out[p] = p[:i]
@@ -179,7 +191,9 @@ def load(
       like: the tree to restore against: arrays, ``jax.ShapeDtypeStruct``s
         (e.g. from an abstract ``li.dry_run``) or a lazy state from
         :func:`lazyinit.lazy_state` (placeholders match any size in their
-        unknown dimensions). Every path, shape and dtype of the file is checked
+        unknown dimensions; one of unknown structure, ``shape=?``, takes
+        whatever subtree the file holds at its path, and as the whole
+        ``like`` it takes the whole file). Every path, shape and dtype of the file is checked
         against it before any array is built, and every problem is reported at
         once. Arrays land on the template's sharding or device. Without
         ``like``, the tree comes back as it was saved.
@@ -207,7 +221,7 @@ def load(
       OSError: the file cannot be opened.
     """
     path = os.fspath(path)
-    want = _paths.flatten(like, is_leaf, what="like tree") if like is not None else None
+    want = _flatten(like, "like tree") if like is not None else None
     entries, layout, arrays = _format.read(path)  # a corrupt file is reported as such first
     problems: list[str] = []
     plan: dict[Path, Any] = {}
@@ -261,7 +275,7 @@ def load(
                 flat.update({q: out[q] for q, owner in covered.items() if owner == p})
             else:
                 flat[p] = out.get(p, w)
-        tree = _paths.unflatten(flat, _paths.subtrees(like))
+        tree = _tree(flat, like, layout)
     if strict and not cast:
         return tree
     return tree, _report(
@@ -272,7 +286,18 @@ def load(
     )
 
 
-def _unflatten_layout(layout: dict[str, Any], flat: dict[Path, Any], prefix: Path = ()) -> Params:
+def _tree(flat: dict[Path, Any], like: Any, layout: Any) -> Any:
+    """The loaded tree, nested like ``like``; under a root placeholder, like the file."""
+    if () in flat:  # the root placeholder, merged with the file's root placeholder
+        return flat[()]
+    if isinstance(like, Uninitialized):  # it gave way to the whole saved tree
+        return _paths.unflatten(flat, _paths.subtrees(layout))
+    return _paths.unflatten(flat, _paths.subtrees(like))
+
+
+def _unflatten_layout(layout: Any, flat: dict[Path, Any], prefix: Path = ()) -> Any:
+    if not isinstance(layout, dict):  # the file holds a root placeholder
+        return flat[()]
     return {
         k: _unflatten_layout(v, flat, (*prefix, k)) if isinstance(v, dict) else flat[(*prefix, k)]
         for k, v in layout.items()

@@ -10,7 +10,8 @@ text metadata:
   newer one than this library reads is a :class:`ReadVersionError`);
 * ``tree``: the nesting, in order, empty sub-dicts included, and every
   :class:`~lazyinit.Uninitialized` placeholder with its known dimensions and
-  dtype (placeholders have no bytes, so they live only here);
+  dtype (placeholders have no bytes, so they live only here). A tree that is
+  a single root placeholder is stored as that placeholder's entry;
 * ``checksum``: a BLAKE2b digest of the tree, the tensor table and every
   tensor's bytes, so a flipped bit or a torn write never loads as a valid but
   wrong checkpoint.
@@ -122,18 +123,18 @@ def _host(path: Path, leaf: Any, problems: list[str]) -> np.ndarray | None:
     return arr.astype(arr.dtype.newbyteorder("<")) if arr.dtype.byteorder == ">" else arr
 
 
-def _layout(tree: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``tree`` metadata: nesting in order; ``["array"]`` or ``["uninitialized", shape, dtype]``."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out[key] = _layout(value)
-        elif isinstance(value, Uninitialized):
-            dtype = None if value.dtype is None else value.dtype.name
-            out[key] = ["uninitialized", None if value.shape is None else list(value.shape), dtype]
-        else:
-            out[key] = ["array"]
-    return out
+def _layout(tree: Any) -> Any:
+    """The ``tree`` metadata: nesting in order; ``["array"]`` or ``["uninitialized", shape, dtype]``.
+
+    A root placeholder (the lazy state of a layer that names its parameters
+    only from its input) is stored as the root's entry itself.
+    """
+    if isinstance(tree, Uninitialized):
+        dtype = None if tree.dtype is None else tree.dtype.name
+        return ["uninitialized", None if tree.shape is None else list(tree.shape), dtype]
+    if not isinstance(tree, Mapping):
+        return ["array"]
+    return {key: _layout(value) for key, value in tree.items()}
 
 
 def _digest(layout: str, table: list[tuple[str, str, list[int], Any]]) -> str:
@@ -145,7 +146,7 @@ def _digest(layout: str, table: list[tuple[str, str, list[int], Any]]) -> str:
     return "blake2b-128:" + h.hexdigest()
 
 
-def encode(path: str, flat: dict[Path, Any], tree: Mapping[str, Any]) -> bytes:
+def encode(path: str, flat: dict[Path, Any], tree: Mapping[str, Any] | Uninitialized) -> bytes:
     """The checkpoint's bytes for ``tree`` (already flattened to ``flat``), or WriteCheckpointError."""
     problems = [
         f"{_paths.join(p)!r} is a placeholder of dtype {leaf.dtype.name}, which safetensors "
@@ -317,7 +318,10 @@ def _entries(meta: dict[str, str], tensors: dict) -> tuple[Any, dict[Path, Any]]
             else:
                 out[path] = _placeholder(path, value)
 
-    walk(layout, ())
+    if isinstance(layout, list):  # a root placeholder: the whole tree is one entry
+        out[()] = _placeholder((), layout)
+    else:
+        walk(layout, ())
     arrays = {"/".join(p) for p, v in out.items() if not isinstance(v, Uninitialized)}
     if set(tensors) != arrays:
         extra = sorted(set(tensors) - arrays)[:3]

@@ -323,3 +323,44 @@ def test_bad_template_is_an_invalid_tree_error(tmp_path, params):
     li.save(tmp_path / "p.safetensors", params)
     with pytest.raises(li.InvalidTreeError, match="'0/kernel': expected an array, got str"):
         li.load(tmp_path / "p.safetensors", like={"0": {"kernel": "x"}})
+
+
+def test_a_root_placeholder_of_unknown_structure_saves_and_loads_as_itself(tmp_path, key):
+    conv = li.Conv(8, 3)  # an int kernel_size: the rank, so the param names, come from the input
+    lazy = li.lazy_state(conv).astype("bfloat16")
+    assert lazy == li.Uninitialized(None, "bfloat16")
+    li.save(tmp_path / "lazy.safetensors", lazy)
+    assert li.load(tmp_path / "lazy.safetensors") == lazy
+    assert li.load(tmp_path / "lazy.safetensors", like=li.lazy_state(conv)) == lazy
+    x = jnp.ones((1, 5, 5, 2))
+    state = li.load(tmp_path / "lazy.safetensors")
+    assert li.dry_run(conv, key, x, state=state)["kernel"].dtype == jnp.bfloat16
+    with pytest.raises(li.StateMismatchError, match=r"unexpected key '<root>'"):
+        li.load(tmp_path / "lazy.safetensors", like=li.dry_run(conv, key, x))
+
+
+def test_a_root_placeholder_template_takes_the_whole_saved_tree(tmp_path, key):
+    conv = li.Conv(8, 3)
+    x = jnp.ones((1, 5, 5, 2))
+    params = li.dry_run(conv, key, x)
+    li.save(tmp_path / "conv.safetensors", params)
+    state = li.load(tmp_path / "conv.safetensors", like=li.lazy_state(conv))
+    assert same(state, params)
+    assert same(li.dry_run(conv, jax.random.key(9), x, state=state), params)
+    bf16 = li.lazy_state(conv).astype("bfloat16")
+    with pytest.raises(li.StateMismatchError, match=r"dtype mismatch for 'bias': saved float32"):
+        li.load(tmp_path / "conv.safetensors", like=bf16)
+    tree, report = li.load(tmp_path / "conv.safetensors", like=bf16, cast=True)
+    assert tree["kernel"].dtype == jnp.bfloat16 and report.cast == ("bias", "kernel")
+
+
+def test_a_root_placeholder_template_keeps_the_files_nesting(tmp_path, key):
+    flax = pytest.importorskip("flax.linen", reason="the flax interop needs flax")
+    from lazyinit.interop.flax import FlaxModule
+
+    model = FlaxModule(flax.Dense(4))
+    assert li.lazy_state(model) == li.Uninitialized()  # flax names its params only when run
+    params = li.dry_run(model, key, jnp.ones((2, 3)))
+    li.save(tmp_path / "dense.safetensors", {**params, "empty": {}})
+    state = li.load(tmp_path / "dense.safetensors", like=li.lazy_state(model))
+    assert state["empty"] == {} and same(state["params"], params["params"])
