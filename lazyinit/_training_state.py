@@ -30,18 +30,48 @@ import jax
 import numpy as np
 
 from . import _paths
-from ._errors import DeletedParamError, StateMismatchError, UninitializedParamError
+from ._errors import (
+    DeletedParamError,
+    InvalidTreeError,
+    StateMismatchError,
+    UninitializedParamError,
+)
 from ._spec import Uninitialized
 from ._state import describe_mismatch
 
 __all__ = ["TrainingCheckpoints"]
 
 
-def _flat(tree: Any) -> dict[str, Any]:
+def _flat(tree: Any, what: str = "training state") -> dict[str, Any]:
+    """``{'/'-joined path: leaf}`` of any pytree (optax states are tuples, not dicts).
+
+    Raises:
+      InvalidTreeError: a key is empty or contains ``/``, so that two leaves
+        would share one path (``{'a/b': x, 'a': {'b': y}}``).
+    """
     leaves = jax.tree_util.tree_flatten_with_path(
         tree, is_leaf=lambda x: isinstance(x, Uninitialized)
     )[0]
-    return {jax.tree_util.keystr(p, simple=True, separator="/"): leaf for p, leaf in leaves}
+    out: dict[str, Any] = {}
+    bad: list[str] = []
+    for path, leaf in leaves:
+        names = [jax.tree_util.keystr((k,), simple=True) for k in path]
+        for i, name in enumerate(names):
+            if not name or "/" in name:
+                bad.append(
+                    f"key {name!r} under {_paths.join(tuple(names[:i]))!r}: names must be "
+                    "non-empty strings without '/' (it separates path components)"
+                )
+                break
+        else:
+            out["/".join(names)] = leaf
+    if bad:
+        raise InvalidTreeError(
+            f"The {what} cannot be addressed by path:\n  " + "\n  ".join(dict.fromkeys(bad))
+        )
+    if len(out) != len(leaves):  # e.g. the dict keys 0 and '0'
+        raise InvalidTreeError(f"The {what} has two leaves at one path; rename one of them.")
+    return out
 
 
 def _check_savable(flat: dict[str, Any]) -> None:
@@ -110,6 +140,7 @@ class TrainingCheckpoints:
         """Saves ``state`` as ``step``; returns whether it saved (``save_every``, ``force``).
 
         Raises:
+          InvalidTreeError: a key of ``state`` is empty or contains ``/``.
           UninitializedParamError: ``state`` holds placeholders (listed by path).
           DeletedParamError: ``state`` holds deleted or donated arrays (listed by path).
         """
@@ -145,7 +176,7 @@ class TrainingCheckpoints:
                 f"{list(steps)} (older ones are deleted beyond keep=...)."
             )
         saved = _flat(self._manager.item_metadata(step))
-        want = _flat(like)
+        want = _flat(like, "like state")
         holes = [p for p, v in want.items() if isinstance(v, Uninitialized)]
         if holes:
             raise UninitializedParamError(

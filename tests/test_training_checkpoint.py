@@ -186,3 +186,39 @@ def test_async_saves_are_complete_once_waited_for(tmp_path):
         restored = ckpts.restore(like=fresh_state())
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_keys_that_would_share_a_path_are_refused_by_name(tmp_path):
+    with li.TrainingCheckpoints(tmp_path / "run") as ckpts:
+        # 'a/b' and a -> b would both be 'a/b': the placeholder under a -> b would go unseen
+        tree = {"a/b": jnp.ones(2), "a": {"b": li.Uninitialized((2,))}}
+        with pytest.raises(
+            li.InvalidTreeError, match=r"key 'a/b' under '<root>': names must be non-empty"
+        ):
+            ckpts.save(0, tree)
+        with pytest.raises(li.InvalidTreeError, match=r"key '' under 'opt': names must be"):
+            ckpts.save(0, {"opt": {"": jnp.ones(2)}})
+        ckpts.save(0, {"a": {"b": jnp.ones(2)}})
+        with pytest.raises(li.InvalidTreeError, match=r"The like state cannot be addressed"):
+            ckpts.restore(like={"a": {"b": jnp.ones(2)}, "c/d": jnp.ones(1)})
+        assert ckpts.steps() == [0]
+
+
+class _Twins:
+    """A pytree node that names both of its children 'x'."""
+
+    def __init__(self, a, b):
+        self.a, self.b = a, b
+
+
+jax.tree_util.register_pytree_with_keys(
+    _Twins,
+    lambda t: (((jax.tree_util.GetAttrKey("x"), t.a), (jax.tree_util.GetAttrKey("x"), t.b)), None),
+    lambda _, children: _Twins(*children),
+)
+
+
+def test_two_leaves_at_one_path_are_refused(tmp_path):
+    with li.TrainingCheckpoints(tmp_path / "run") as ckpts:
+        with pytest.raises(li.InvalidTreeError, match=r"two leaves at one path"):
+            ckpts.save(0, {"t": _Twins(jnp.ones(1), li.Uninitialized((1,)))})
