@@ -173,7 +173,11 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lazyinit", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="lazyinit",  # plain text: argparse prints the description as it is, not as RST
+        description="The lazyinit command line: a demo of lazy modules in JAX, and "
+        "abstract summaries of models, layer by layer.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="walk PyTorch's lazy-module story in lazyinit")
     inspect = commands.add_parser(

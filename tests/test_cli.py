@@ -169,3 +169,11 @@ def test_python_dash_m_and_the_console_script_without_and_with_debug(models):
         pytest.skip("the lazyinit console script is not installed next to this python")
     out = _cli(script, "inspect", "my_models:make", "-i", "2x3", cwd=models)
     assert out.returncode == 0 and "Sequential summary" in out.stdout
+
+
+def test_help_is_plain_text(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "The lazyinit command line: a demo" in out
+    assert "``" not in out and ":func:" not in out
