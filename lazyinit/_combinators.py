@@ -13,7 +13,7 @@ import jax
 
 from ._errors import InferShapeError, InvalidLayerError
 from ._layer import Layer
-from ._sequential import Sequential, call_child
+from ._sequential import Sequential, call_child, check_keywords
 
 __all__ = ["Residual", "Parallel"]
 
@@ -39,6 +39,7 @@ class Residual(Layer):
             )
 
     def __call__(self, params: Any, x: jax.Array, **kwargs: Any) -> jax.Array:
+        check_keywords(self, [self.layer], kwargs)
         y = call_child(self.layer, params, "layer", 0, x, **kwargs)
         if y.shape != x.shape:
             raise InferShapeError(
@@ -68,6 +69,7 @@ class Parallel(Layer):
         return {str(i): l for i, l in enumerate(self.layers) if isinstance(l, Layer)}
 
     def __call__(self, params: Any, x: Any, **kwargs: Any) -> Any:
+        check_keywords(self, self.layers, kwargs)
         outs = tuple(
             call_child(l, params, str(i), i, x, **kwargs) for i, l in enumerate(self.layers)
         )

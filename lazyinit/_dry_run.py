@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from . import _materialize, _paths, _sharding
-from ._errors import ReshardStateError, StateMismatchError
+from ._errors import InvalidArgumentError, ReshardStateError, StateMismatchError
 from ._spec import Param, Uninitialized
 from ._state import Report, _report, describe_mismatch, is_leaf
 from ._tracer import is_abstract, trace
@@ -115,7 +115,7 @@ def dry_run(
     else:
         have = _paths.flatten(state, is_leaf, what="state") if state is not None else {}
     if mesh is None and (rules is not None or axes is not None):
-        raise TypeError(
+        raise InvalidArgumentError(
             "li.dry_run: rules= and axes= lay parameters out on a mesh; pass mesh= too."
         )
     planned = (

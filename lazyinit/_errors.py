@@ -15,6 +15,7 @@ __all__ = [
     "InferShapeError",
     "InvalidSpecError",
     "InvalidLayerError",
+    "InvalidArgumentError",
     "DuplicateParamError",
     "InitializerError",
     "StateMismatchError",
@@ -55,6 +56,10 @@ class InvalidSpecError(LazyInitError, ValueError):
 
 class InvalidLayerError(LazyInitError, TypeError):
     """A layer was built from arguments it cannot work with."""
+
+
+class InvalidArgumentError(LazyInitError, TypeError):
+    """A lazyinit function or a layer call got an argument of the wrong kind."""
 
 
 class DuplicateParamError(LazyInitError, ValueError):

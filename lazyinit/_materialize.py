@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from . import _paths
-from ._errors import InitializerError, InvalidSpecError
+from ._errors import InitializerError, InvalidArgumentError, InvalidSpecError
 from ._spec import Param
 from ._typing import Path
 
@@ -52,7 +52,7 @@ def as_key(key: Any, *, abstract: bool = False) -> jax.Array:
         jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) or key.shape == (2,)
     ):
         return key
-    raise TypeError(
+    raise InvalidArgumentError(
         f"key must be a jax.random.key(...), a raw jax.random.PRNGKey(...) or an int seed, "
         f"got {type(key).__name__} {getattr(key, 'shape', '')}."
     )
@@ -77,7 +77,9 @@ def placement(device: Any) -> jax.sharding.Sharding | None:
         return device
     if isinstance(device, jax.Device):
         return jax.sharding.SingleDeviceSharding(device)
-    raise TypeError(f"device must be a jax.Device or a jax.sharding.Sharding, got {device!r}.")
+    raise InvalidArgumentError(
+        f"device must be a jax.Device or a jax.sharding.Sharding, got {device!r}."
+    )
 
 
 def check_dtype(path: Path, dtype: np.dtype) -> None:

@@ -9,10 +9,10 @@ from typing import Any
 
 import jax
 
-from ._errors import InvalidLayerError
+from ._errors import InvalidArgumentError, InvalidLayerError
 from ._layer import Layer
 
-__all__ = ["Sequential", "call_child"]
+__all__ = ["Sequential", "call_child", "check_keywords"]
 
 
 @functools.cache
@@ -21,7 +21,30 @@ def _keywords(layer_type: type) -> frozenset[str] | None:
     params = inspect.signature(layer_type.__call__).parameters.values()
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return None
-    return frozenset(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+    names = (p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+    return frozenset(names) - {"self", "params"}
+
+
+def check_keywords(owner: Layer, children: Sequence[Any], kwargs: dict[str, Any]) -> None:
+    """Raises unless every keyword reaches at least one child layer: a typo never passes silently.
+
+    ``train`` and ``key`` are the conventions every model may be called with,
+    so they are always accepted, whether or not a child uses them.
+    """
+    accepted: set[str] = {"train", "key"}
+    for child in children:
+        if isinstance(child, Layer):
+            names = _keywords(type(child))
+            if names is None:
+                return
+            accepted |= names
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise InvalidArgumentError(
+            f"{type(owner).__name__} got keyword(s) {', '.join(map(repr, unknown))} that none of its "
+            f"layers accepts (they accept: {', '.join(sorted(accepted)) or 'none'}). Check the "
+            "spelling, or drop the argument."
+        )
 
 
 def call_child(
@@ -76,6 +99,7 @@ class Sequential(Layer):
         return {str(i): l for i, l in enumerate(self.layers) if isinstance(l, Layer)}
 
     def __call__(self, params: Any, x: Any, **kwargs: Any) -> Any:
+        check_keywords(self, self.layers, kwargs)
         for i, layer in enumerate(self.layers):
             x = call_child(layer, params, str(i), i, x, **kwargs)
         return x

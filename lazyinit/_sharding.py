@@ -52,7 +52,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from . import _paths
-from ._errors import ProcessMismatchError, ShardParamError
+from ._errors import InvalidArgumentError, ProcessMismatchError, ShardParamError
 from ._spec import Param
 from ._typing import Params, Path, PerPath
 
@@ -205,9 +205,11 @@ def plan_shardings(
     {'kernel': P('fsdp', 'tensor'), 'bias': P('tensor',)}
     """
     if not isinstance(mesh, jax.sharding.Mesh | jax.sharding.AbstractMesh):
-        raise TypeError(f"mesh must be a jax.sharding.Mesh or AbstractMesh, got {mesh!r}.")
+        raise InvalidArgumentError(
+            f"mesh must be a jax.sharding.Mesh or AbstractMesh, got {mesh!r}."
+        )
     if isinstance(mesh, jax.sharding.AbstractMesh) and not abstract:
-        raise TypeError(
+        raise InvalidArgumentError(
             "An AbstractMesh has no devices to materialize on: pass jax.ShapeDtypeStruct "
             "samples to plan with it, or a jax.sharding.Mesh to materialize."
         )

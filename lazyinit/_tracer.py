@@ -55,6 +55,7 @@ from . import _paths
 from ._errors import (
     DuplicateParamError,
     InferShapeError,
+    InvalidArgumentError,
     InvalidSpecError,
     LazyInitError,
 )
@@ -458,7 +459,7 @@ def trace(model: Any, *args: Any, **kwargs: Any) -> Trace:
     ShapeDtypeStruct(shape=(2, 4), dtype=float32)
     """
     if not callable(getattr(model, "specs", None)):
-        raise TypeError(
+        raise InvalidArgumentError(
             f"li.trace and li.dry_run take a li.Layer, got {type(model).__name__}. Wrap plain "
             "functions in li.Sequential([...]) or a li.Layer subclass."
         )

@@ -251,3 +251,28 @@ def test_picklable_initializers_compare_by_value():
         jax.random.key(1), (3, 4), jnp.float32
     )
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_keyword_no_layer_accepts_is_an_error_not_silently_dropped(key):
+    model = li.Sequential([li.Linear(3), li.Dropout(0.5)])
+    params = li.dry_run(model, key, X)
+    assert model(params, X, train=True, key=jax.random.key(1)).shape == (4, 3)
+    assert li.Sequential([li.Linear(3)])(
+        li.dry_run(li.Sequential([li.Linear(3)]), key, X), X, train=True, key=key
+    ).shape == (4, 3)
+    with pytest.raises(
+        li.InvalidArgumentError,
+        match=r"Sequential got keyword\(s\) 'trian' that none of its layers accepts \(they accept: key, train, x\)",
+    ):
+        model(params, X, trian=True)
+    with pytest.raises(li.InvalidArgumentError, match=r"Residual got keyword\(s\) 'kye'"):
+        li.Residual(li.Linear(6))(li.dry_run(li.Residual(li.Linear(6)), key, X), X, kye=1)
+
+
+def test_every_error_lazyinit_raises_for_bad_arguments_is_a_lazyinit_error(key):
+    with pytest.raises(li.InvalidArgumentError, match="key must be a jax.random.key"):
+        li.dry_run(LazyMLP(), "bad", X)
+    with pytest.raises(li.InvalidArgumentError, match="device must be a jax.Device"):
+        li.dry_run(LazyMLP(), key, X, device="cpu")
+    assert issubclass(li.InvalidArgumentError, li.LazyInitError)
+    assert issubclass(li.InvalidArgumentError, TypeError)
