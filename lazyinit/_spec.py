@@ -64,8 +64,9 @@ class Param:
 
 
 def _refuse(self: Uninitialized, *args: Any, **kwargs: Any) -> Any:
+    where = f" at {self.path!r}" if self.path else ""
     raise UninitializedParamError(
-        f"{self!r} is a placeholder with no value yet. Run li.dry_run(model, key, sample) "
+        f"{self!r}{where} is a placeholder with no value yet. Run li.dry_run(model, key, sample) "
         "or load a state first; li.uninitialized_paths(tree) lists the placeholders."
     )
 
@@ -77,7 +78,9 @@ class Uninitialized:
     ``shape`` holds what is known before the dry run, with ``None`` for the
     dimensions that depend on the input (printed ``?``); it is ``None`` as a
     whole when even the rank is unknown. ``dtype`` and ``device`` are the
-    choices the dry run will materialize with. Any attempt to compute with a
+    choices the dry run will materialize with; ``path`` (set by
+    :func:`lazyinit.lazy_state`, ignored by ``==``) lets errors say where a
+    placeholder came from. Any attempt to compute with a
     placeholder (arithmetic, ``jnp`` functions, ``jax.jit``, ``device_put``,
     ``optax`` ``init``) raises :class:`UninitializedParamError`.
 
@@ -92,6 +95,7 @@ class Uninitialized:
     shape: tuple[int | None, ...] | None = None
     dtype: np.dtype | None = None
     device: Any = None
+    path: str | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.shape is not None:

@@ -141,12 +141,15 @@ def lazy_state(model: Any, *, dtype: PerPath = None, device: PerPath = None) -> 
     def walk(layer: Any, path: Path) -> Any:
         own = _own_specs(layer)
         if own is None:
-            return Uninitialized(None, _paths.resolve(dtype, path), _paths.resolve(device, path))
+            return Uninitialized(
+                None, _paths.resolve(dtype, path), _paths.resolve(device, path), _paths.join(path)
+            )
         tree: dict[str, Any] = {}
         for name, p in own.items():
             shape = tuple(_known(d) for d in p.shape)
             chosen = _paths.resolve(dtype, (*path, name), p.dtype or np.float32)
-            tree[name] = Uninitialized(shape, chosen, _paths.resolve(device, (*path, name)))
+            device_choice = _paths.resolve(device, (*path, name))
+            tree[name] = Uninitialized(shape, chosen, device_choice, _paths.join((*path, name)))
         for name, child in layer.children().items():
             tree[name] = walk(child, (*path, name))
         return tree

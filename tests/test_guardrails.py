@@ -61,3 +61,17 @@ def test_placeholder_repr_and_choices():
     device = jax.devices()[0]
     assert U.to(device).device == device and U.astype("float16").dtype == np.float16
     assert U.matches((7, 3)) and not U.matches((7, 4)) and not U.matches((3,))
+
+
+def test_a_lazy_states_placeholders_name_their_path_wherever_they_are_refused():
+    lazy = li.lazy_state(LazyMLP())
+    with pytest.raises(
+        li.UninitializedParamError,
+        match=r"Uninitialized\(shape=\(10,\), dtype=float32\) at 'fc1/bias' is a placeholder",
+    ):
+        optax.adam(1e-3).init(lazy)
+    with pytest.raises(li.UninitializedParamError, match=r"at 'fc2/bias' is a placeholder"):
+        jax.jit(lambda b: b)(lazy["fc2"]["bias"])
+    assert lazy["fc1"]["kernel"] == li.Uninitialized(
+        (None, 10), "float32"
+    )  # the path is not compared
