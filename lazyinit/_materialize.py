@@ -177,3 +177,10 @@ def draw_all(
         if signature is not None:
             _PROGRAMS[signature] = program
     return dict(zip(paths, program(key)))
+
+
+def clear_cache() -> None:
+    """Forgets the compiled initializer kernels and programs (see ``li.clear_cache``)."""
+    _KERNELS.clear()
+    _PROGRAMS.clear()
+    _abstract.cache_clear()

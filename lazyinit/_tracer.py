@@ -187,7 +187,14 @@ class _Node(Mapping):
         return _Node(self._rec, path) if value is None else value
 
     def __contains__(self, name: object) -> bool:
-        return True
+        # A layer that declared its own params has exactly those (and the children it
+        # calls); a composite's children are not known until called, so they are "in".
+        path = (*self._rel, name)
+        if path in self._rec.params or any(p[: len(path)] == path for p in self._rec.params):
+            return True
+        n = len(self._rel)
+        declared_here = any(len(p) == n + 1 and p[:n] == self._rel for p in self._rec.params)
+        return not declared_here
 
     def __iter__(self) -> Iterator[str]:
         n = len(self._rel)
@@ -264,8 +271,12 @@ _CACHE = _LRU(4096)
 
 
 def clear_cache() -> None:
-    """Forgets every cached trace (they are only ever reused for equal layers and inputs)."""
+    """Forgets every cached trace and compiled initializer (they are only ever reused for
+    equal layers and inputs, so this frees memory; it never changes a result)."""
+    from . import _materialize
+
     _CACHE.clear()
+    _materialize.clear_cache()
 
 
 def _cache_key(layer: Any, args: tuple, kwargs: dict) -> Any:

@@ -276,3 +276,19 @@ def test_every_error_lazyinit_raises_for_bad_arguments_is_a_lazyinit_error(key):
         li.dry_run(LazyMLP(), key, X, device="cpu")
     assert issubclass(li.InvalidArgumentError, li.LazyInitError)
     assert issubclass(li.InvalidArgumentError, TypeError)
+
+
+def test_membership_in_params_during_a_dry_run_reflects_the_declared_specs(key):
+    seen = []
+
+    class Optional(li.Layer):
+        def specs(self, x):
+            return {"w": li.Param((x.shape[-1],), li.initializers.ones)}
+
+        def __call__(self, params, x):
+            seen.append(("w" in params, "bias" in params))
+            return x * params["w"][None] + (params["bias"] if "bias" in params else 0.0)
+
+    li.clear_cache()
+    params = li.dry_run(Optional(), key, X)
+    assert seen[0] == (True, False) and sorted(params) == ["w"]
