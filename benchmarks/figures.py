@@ -321,7 +321,7 @@ def figure4(cfg: Config) -> Table:
             "lazyinit (jit=True)": lazy.jit_init(),
         }
         for lib in cfg.libs:
-            if lib != "lazyinit":
+            if lib != "lazyinit" and not cfg.quick:  # --quick: their jit inits ran in figure 2
                 variants[f"{lib} (jit)"] = build(lib, m, cfg.sizes).jit_init()
         times: dict[str, list[float]] = defaultdict(list)
         for fn in variants.values():
@@ -430,7 +430,9 @@ def figure7(cfg: Config) -> Table:
             state[lib] = (p, s, opt.init(p), x, y)
         compiled: dict[str, Any] = {}
         ctimes: dict[str, list[float]] = defaultdict(list)
-        for lib in impls:  # each library's first-use costs (its, optax's, JAX's) on a tiny model
+        for lib in (
+            impls if not cfg.quick else ()
+        ):  # first-use costs (the library's, optax's, JAX's)
             tiny = build(lib, m, common.QUICK)
             tp, ts = tiny.split(tiny.init(jax.random.key(0)))
             xq, yq = common.batch(m, common.QUICK)
