@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -29,6 +30,21 @@ def _along_last(v: jax.Array, ndim: int) -> jax.Array:
     return jnp.reshape(v, (1,) * (ndim - 1) + (-1,))
 
 
+# The normalizations are jit-compiled functions of their own: the boundary makes XLA keep
+# the normalized activations for the backward pass instead of copying the mean and variance
+# chains into every backward fusion, which more than halves the gradient's HLO and speeds up
+# compiling a GPT train step by about 1.5x (see the README's benchmarks). Same maths.
+@functools.partial(jax.jit, static_argnames="eps")
+def _standardize(x: jax.Array, eps: float) -> jax.Array:
+    mean = jnp.mean(x, -1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(jnp.var(x, -1, keepdims=True) + eps)
+
+
+@functools.partial(jax.jit, static_argnames="eps")
+def _rms_normalize(x: jax.Array, eps: float) -> jax.Array:
+    return x * jax.lax.rsqrt(jnp.mean(jnp.square(x), -1, keepdims=True) + eps)
+
+
 class LayerNorm(Layer):
     """Normalizes over the last axis (PyTorch's ``LayerNorm(x.shape[-1])``, flax's ``LayerNorm``).
 
@@ -48,8 +64,7 @@ class LayerNorm(Layer):
         return _affine_specs(self, x.shape[-1], self.use_scale, self.use_bias)
 
     def __call__(self, params: Any, x: jax.Array) -> jax.Array:
-        mean = jnp.mean(x, -1, keepdims=True)
-        y = (x - mean) * jax.lax.rsqrt(jnp.var(x, -1, keepdims=True) + self.eps)
+        y = _standardize(x, self.eps)
         y = y * _along_last(params["scale"], y.ndim) if self.use_scale else y
         return y + _along_last(params["bias"], y.ndim) if self.use_bias else y
 
@@ -72,7 +87,7 @@ class RMSNorm(Layer):
         return _affine_specs(self, x.shape[-1], self.use_scale, False)
 
     def __call__(self, params: Any, x: jax.Array) -> jax.Array:
-        y = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), -1, keepdims=True) + self.eps)
+        y = _rms_normalize(x, self.eps)
         return y * _along_last(params["scale"], y.ndim) if self.use_scale else y
 
 
