@@ -152,6 +152,20 @@ def draw(key: jax.Array, path: Path, param: Param, dtype: np.dtype, sharding: An
 _PROGRAMS: dict[Any, Any] = {}
 
 
+def _groups(todo: Mapping[Path, tuple[Param, np.dtype, Any]]) -> list[tuple[Any, list[Path]]]:
+    """Paths grouped by (initializer, shape, dtype): each group is one vmapped draw, so the
+    program grows with the number of kinds of parameters, not with the model's depth. vmap of
+    a draw over keys gives the same values as drawing each key alone."""
+    groups: dict[Any, list[Path]] = {}
+    for path, (param, dtype, _) in todo.items():
+        kind = (param.init, param.shape, dtype)
+        try:
+            groups.setdefault(kind, []).append(path)
+        except TypeError:  # an unhashable initializer draws alone
+            groups[(param.init, param.shape, dtype, path)] = [path]
+    return [(kind[:3], members) for kind, members in groups.items()]
+
+
 def draw_all(
     key: jax.Array, todo: Mapping[Path, tuple[Param, np.dtype, Any]]
 ) -> dict[Path, jax.Array]:
@@ -165,13 +179,19 @@ def draw_all(
     except TypeError:
         signature, program = None, None
     if program is None:
-        words = [path_words(p) for p in paths]
+        groups = _groups(todo)
 
         def everything(root: jax.Array) -> list[jax.Array]:
-            return [
-                todo[p][0].init(_fold(root, w), todo[p][0].shape, todo[p][1])
-                for p, w in zip(paths, words)
-            ]
+            out: dict[Path, jax.Array] = {}
+            for (init, shape, dtype), members in groups:
+                words = np.stack([path_words(p) for p in members])
+                if len(members) == 1:
+                    out[members[0]] = init(_fold(root, words[0]), shape, dtype)
+                    continue
+                keys = jax.vmap(lambda w: _fold(root, w))(words)
+                stacked = jax.vmap(lambda k, f=init, s=shape, d=dtype: f(k, s, d))(keys)
+                out.update((p, stacked[i]) for i, p in enumerate(members))
+            return [out[p] for p in paths]
 
         program = jax.jit(everything, out_shardings=[todo[p][2] for p in paths])
         if signature is not None:

@@ -141,6 +141,13 @@ def test_values_equal_under_jit_and_in_one_compiled_call(key):
     assert _same(eager, one_call)
 
 
+def test_one_compiled_call_draws_identical_blocks_with_the_same_values(key):
+    deep = li.Sequential([li.Linear(6), li.Linear(6), li.relu, li.Linear(6), li.Linear(2)])
+    eager = li.dry_run(deep, key, X)
+    assert _same(li.dry_run(deep, key, X, jit=True), eager)
+    assert not bool((eager["0"]["kernel"] == eager["1"]["kernel"]).all())
+
+
 def test_each_value_is_its_initializer_applied_to_the_path_key(key):
     params = li.dry_run(LazyMLP(), key, X)
     expected = li.initializers.lecun_normal()(li.param_key(key, "fc1/kernel"), (6, 10), jnp.float32)
