@@ -37,6 +37,8 @@ from ._norm import RMSNorm as RMSNorm
 from ._pooling import AvgPool as AvgPool
 from ._pooling import GlobalAvgPool as GlobalAvgPool
 from ._pooling import MaxPool as MaxPool
+from ._recorder import Call as Call
+from ._recorder import Trace as Trace
 from ._reshape import Flatten as Flatten
 from ._sequential import Sequential as Sequential
 from ._sharding import Plan as Plan
@@ -51,9 +53,7 @@ from ._state import load_state as load_state
 from ._state import uninitialized_paths as uninitialized_paths
 from ._summary import Summary as Summary
 from ._summary import summary as summary
-from ._tracer import Call as Call
-from ._tracer import Trace as Trace
-from ._tracer import clear_cache as clear_cache
+from ._trace_cache import clear_cache as clear_cache
 from ._tracer import trace as trace
 from ._training_state import TrainingCheckpoints as TrainingCheckpoints
 

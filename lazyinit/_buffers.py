@@ -27,8 +27,9 @@ from typing import Any
 
 from . import _paths
 from ._errors import InferShapeError, UpdateBuffersError
+from ._recorder import _Node
 from ._state import _own_specs
-from ._tracer import _Node, trace
+from ._tracer import trace
 from ._typing import Params, Path
 
 __all__ = ["apply", "update_buffers", "partition", "merge"]

@@ -23,9 +23,10 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ._recorder import Call
 from ._spec import Param
 from ._summary import fmt_tree
-from ._tracer import Call, trace
+from ._tracer import trace
 from ._typing import Path
 
 __all__ = ["describe", "Described", "INFERRED"]

@@ -14,7 +14,8 @@ from . import _materialize, _paths, _sharding
 from ._errors import InvalidArgumentError, ReshardStateError, StateMismatchError
 from ._spec import Param, Uninitialized
 from ._state import Report, _report, describe_mismatch, is_leaf
-from ._tracer import is_abstract, trace
+from ._trace_cache import is_abstract
+from ._tracer import trace
 from ._typing import Params, Path, PerPath
 
 __all__ = ["dry_run"]

@@ -10,8 +10,9 @@ from typing import Any, dataclass_transform
 
 from . import _paths
 from ._errors import LazyInitError, ParamsMismatchError, UninitializedParamError
+from ._recorder import _Node
 from ._spec import Param, Uninitialized
-from ._tracer import _Node, trace, trace_call
+from ._tracer import trace, trace_call
 
 __all__ = ["Layer"]
 

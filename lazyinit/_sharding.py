@@ -357,7 +357,7 @@ def plan(
     (P('fsdp', 'tensor'), 16781312, 2099200)
     """
     from ._dry_run import dry_run
-    from ._tracer import abstractify
+    from ._trace_cache import abstractify
 
     args, kwargs = abstractify((args, kwargs))
     params = dry_run(model, 0, *args, mesh=mesh, rules=rules, axes=axes, dtype=dtype, **kwargs)

@@ -40,15 +40,13 @@ PyTorch's ``load_state_dict`` does.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import inspect
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from . import _paths
@@ -59,243 +57,26 @@ from ._errors import (
     InvalidSpecError,
     LazyInitError,
 )
+from ._recorder import Call, Trace, _Node, _Recorder
 from ._spec import Param
-from ._typing import Path, Specs
+from ._trace_cache import (
+    _CACHE,
+    _aval,
+    _cache_key,
+    _is_array,
+    _rebuild,
+    abstractify,
+)
+from ._typing import Path
 
-__all__ = ["Call", "Trace", "trace", "trace_call", "clear_cache"]
+__all__ = ["trace", "trace_call"]
 
-_DEFAULT_DTYPE = np.dtype("float32")
 _CONCRETIZATION = (
     jax.errors.ConcretizationTypeError,
     jax.errors.TracerIntegerConversionError,
     jax.errors.TracerBoolConversionError,
     jax.errors.TracerArrayConversionError,
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class Call:
-    """One layer call seen by a trace: where, which layer, and the shapes in and out."""
-
-    path: Path
-    layer: Any
-    inputs: Any
-    outputs: Any
-
-
-@dataclasses.dataclass(frozen=True)
-class Trace:
-    """What a dry run learns about a model from a sample input, before materializing.
-
-    Attributes:
-      params: ``{path: Param}`` for every parameter, with concrete shapes.
-      owners: ``{path: layer}``, the layer that declared each parameter.
-      layers: the path of every layer that was called, in call order (empty ones included).
-      calls: every layer call in order, with input and output shapes.
-      outputs: the model's output, as ``jax.ShapeDtypeStruct``s.
-    """
-
-    params: dict[Path, Param]
-    owners: dict[Path, Any]
-    layers: tuple[Path, ...]
-    calls: tuple[Call, ...]
-    outputs: Any
-
-    @property
-    def specs(self) -> Specs:
-        """The specs as a nested dict shaped like the params."""
-        return _paths.unflatten(self.params, self.layers)
-
-
-# ---------------------------------------------------------------------------
-# The stand-in for ``params`` during a trace.
-
-
-class _Recorder:
-    """Collects, relative to ``base``, what the layers called below it declare."""
-
-    def __init__(self, base: Path):
-        self.base = base
-        self.params: dict[Path, Param] = {}
-        self.owners: dict[Path, Any] = {}
-        self.values: dict[Path, jax.Array] = {}
-        self.layers: dict[Path, None] = {}
-        self.calls: list[Call] = []
-
-    def declare(self, rel: Path, specs: Mapping[str, Param], layer: Any) -> None:
-        for name, param in specs.items():
-            self._add((*rel, name), param, layer)
-            dtype = param.dtype or _DEFAULT_DTYPE
-            self.values[(*rel, name)] = jnp.zeros(param.shape, dtype)
-
-    def graft(self, rel: Path, frag: Trace) -> None:
-        for path, param in frag.params.items():
-            self._add((*rel, *path), param, frag.owners[path])
-        self.layers.update(dict.fromkeys((*rel, *p) for p in frag.layers))
-        self.calls.extend(
-            dataclasses.replace(c, path=(*self.base, *rel, *c.path)) for c in frag.calls
-        )
-
-    def _add(self, rel: Path, param: Param, layer: Any) -> None:
-        if rel in self.params:
-            other = self.owners[rel]
-            if other != layer or self.params[rel] != param:
-                raise DuplicateParamError(
-                    f"Parameter {_paths.join((*self.base, *rel))!r} is declared twice: by "
-                    f"{_short(other)} ({self.params[rel].shape}) and by {_short(layer)} "
-                    f"({param.shape}). Give each layer its own key in params; the same "
-                    "layer may be called twice with one sub-dict to share weights."
-                )
-            return
-        self.params[rel] = param
-        self.owners[rel] = layer
-
-    def freeze(self, outputs: Any) -> Trace:
-        return Trace(
-            dict(self.params),
-            dict(self.owners),
-            tuple(self.layers),
-            tuple(self.calls),
-            outputs,
-        )
-
-
-class _Node(Mapping):
-    """``params`` as a layer sees it during a dry run: indexing records a path."""
-
-    __slots__ = ("_rec", "_rel")
-
-    def __init__(self, recorder: _Recorder, rel: Path):
-        self._rec = recorder
-        self._rel = rel
-
-    @property
-    def path(self) -> Path:
-        return (*self._rec.base, *self._rel)
-
-    def __getitem__(self, name: str) -> Any:
-        if not isinstance(name, str) or not name or "/" in name:
-            raise InferShapeError(
-                f"params[{name!r}] under {_paths.join(self.path)!r}: parameter and layer "
-                "names must be non-empty strings without '/'."
-            )
-        path = (*self._rel, name)
-        value = self._rec.values.get(path)
-        if value is None and path in self._rec.params:  # a child's param, read by its parent
-            param = self._rec.params[path]
-            value = self._rec.values[path] = jnp.zeros(param.shape, param.dtype or _DEFAULT_DTYPE)
-        return _Node(self._rec, path) if value is None else value
-
-    def __contains__(self, name: object) -> bool:
-        # A layer that declared its own params has exactly those (and the children it
-        # calls); a composite's children are not known until called, so they are "in".
-        path = (*self._rel, name)
-        if path in self._rec.params or any(p[: len(path)] == path for p in self._rec.params):
-            return True
-        n = len(self._rel)
-        declared_here = any(len(p) == n + 1 and p[:n] == self._rel for p in self._rec.params)
-        return not declared_here
-
-    def __iter__(self) -> Iterator[str]:
-        n = len(self._rel)
-        return iter(sorted({p[n] for p in self._rec.params if p[:n] == self._rel and len(p) > n}))
-
-    def __len__(self) -> int:
-        return len(list(iter(self)))
-
-    def __jax_array__(self) -> Any:
-        raise InferShapeError(
-            f"params at {_paths.join(self.path)!r} was used as an array, but no layer "
-            "declared a parameter there. Declare it in the layer's specs(), or pass "
-            "this sub-dict to a child layer."
-        )
-
-    __array__ = __jax_array__
-
-
-def _short(layer: Any) -> str:
-    return type(layer).__name__ if not hasattr(layer, "__name__") else layer.__name__
-
-
-# ---------------------------------------------------------------------------
-# Tracing one layer call.
-
-
-def _is_array(x: Any) -> bool:
-    return isinstance(x, (jax.Array, np.ndarray, jax.ShapeDtypeStruct, np.generic))
-
-
-def _aval(x: Any) -> jax.ShapeDtypeStruct:
-    weak = bool(getattr(getattr(x, "aval", None), "weak_type", False))
-    return jax.ShapeDtypeStruct(np.shape(x), x.dtype, weak_type=weak)
-
-
-def _signature(args: Any) -> Any:
-    """A hashable key for the shapes, dtypes and static values of ``args``, or None."""
-    leaves, treedef = jax.tree.flatten(args)
-    sig = tuple(
-        (l.shape, l.dtype, l.weak_type)
-        if isinstance(l, jax.ShapeDtypeStruct)
-        else (np.shape(l), l.dtype, bool(getattr(getattr(l, "aval", None), "weak_type", False)))
-        if _is_array(l)
-        else ("static", l)
-        for l in leaves
-    )
-    try:
-        hash(sig)
-    except TypeError:
-        return None
-    return treedef, sig
-
-
-class _LRU(collections.OrderedDict):
-    def __init__(self, size: int):
-        super().__init__()
-        self.size = size
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        if key is None or key not in self:
-            return default
-        self.move_to_end(key)
-        return self[key]
-
-    def put(self, key: Any, value: Any) -> None:
-        if key is None:
-            return
-        self[key] = value
-        if len(self) > self.size:
-            self.popitem(last=False)
-
-
-_CACHE = _LRU(4096)
-
-
-def clear_cache() -> None:
-    """Forgets every cached trace and compiled initializer (they are only ever reused for
-    equal layers and inputs, so this frees memory; it never changes a result)."""
-    from . import _materialize
-
-    _CACHE.clear()
-    _materialize.clear_cache()
-
-
-def _cache_key(layer: Any, args: tuple, kwargs: dict) -> Any:
-    sig = _signature((args, kwargs))
-    if sig is None:
-        return None
-    try:
-        hash(layer)
-    except TypeError:
-        return None
-    return type(layer), layer, sig
-
-
-def _rebuild(outputs: Any) -> Any:
-    """Fresh abstract values standing in for cached outputs."""
-    return jax.tree.map(
-        lambda o: jnp.zeros(o.shape, o.dtype) if isinstance(o, jax.ShapeDtypeStruct) else o,
-        outputs,
-    )
 
 
 def _check_specs(layer: Any, path: Path, specs: Any) -> dict[str, Param]:
@@ -423,20 +204,6 @@ def trace_call(layer: Any, call: Any, node: _Node, args: tuple, kwargs: dict) ->
     _CACHE.put(key, frag)
     rec.graft(rel, frag)
     return out
-
-
-# ---------------------------------------------------------------------------
-# Tracing a whole model.
-
-
-def abstractify(tree: Any) -> Any:
-    """Arrays and ``ShapeDtypeStruct``s become plain ``ShapeDtypeStruct``s; the rest stays."""
-    return jax.tree.map(lambda x: _aval(x) if _is_array(x) else x, tree)
-
-
-def is_abstract(tree: Any) -> bool:
-    """Whether any leaf of ``tree`` is a ``jax.ShapeDtypeStruct``."""
-    return any(isinstance(l, jax.ShapeDtypeStruct) for l in jax.tree.leaves(tree))
 
 
 def _check_collisions(t: Trace) -> None:

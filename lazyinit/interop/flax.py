@@ -47,9 +47,10 @@ from .. import _paths
 from .._buffers import _COLLECTOR, update_buffers
 from .._errors import InferShapeError, UpdateBuffersError
 from .._layer import Layer
+from .._recorder import _Node
 from .._spec import Param
 from .._state import Report
-from .._tracer import _is_array, _Node
+from .._trace_cache import _is_array
 from .._typing import Params, Path
 from . import _convert
 from ._convert import Framework, Leaf, Rule, same

@@ -1,0 +1,169 @@
+"""What a dry run's trace records, and ``params`` as a layer sees it during one.
+
+:class:`Trace` and :class:`Call` are the results; ``_Recorder`` collects, for
+one layer call, what the layers below it declare; ``_Node`` stands in for
+``params`` and records the path of every key a layer indexes it with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _paths
+from ._errors import DuplicateParamError, InferShapeError
+from ._spec import Param
+from ._typing import Path, Specs
+
+__all__ = ["Call", "Trace", "DEFAULT_DTYPE"]
+
+DEFAULT_DTYPE = np.dtype("float32")
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One layer call seen by a trace: where, which layer, and the shapes in and out."""
+
+    path: Path
+    layer: Any
+    inputs: Any
+    outputs: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Trace:
+    """What a dry run learns about a model from a sample input, before materializing.
+
+    Attributes:
+      params: ``{path: Param}`` for every parameter, with concrete shapes.
+      owners: ``{path: layer}``, the layer that declared each parameter.
+      layers: the path of every layer that was called, in call order (empty ones included).
+      calls: every layer call in order, with input and output shapes.
+      outputs: the model's output, as ``jax.ShapeDtypeStruct``s.
+    """
+
+    params: dict[Path, Param]
+    owners: dict[Path, Any]
+    layers: tuple[Path, ...]
+    calls: tuple[Call, ...]
+    outputs: Any
+
+    @property
+    def specs(self) -> Specs:
+        """The specs as a nested dict shaped like the params."""
+        return _paths.unflatten(self.params, self.layers)
+
+
+# ---------------------------------------------------------------------------
+# The stand-in for ``params`` during a trace.
+
+
+class _Recorder:
+    """Collects, relative to ``base``, what the layers called below it declare."""
+
+    def __init__(self, base: Path):
+        self.base = base
+        self.params: dict[Path, Param] = {}
+        self.owners: dict[Path, Any] = {}
+        self.values: dict[Path, jax.Array] = {}
+        self.layers: dict[Path, None] = {}
+        self.calls: list[Call] = []
+
+    def declare(self, rel: Path, specs: Mapping[str, Param], layer: Any) -> None:
+        for name, param in specs.items():
+            self._add((*rel, name), param, layer)
+            dtype = param.dtype or DEFAULT_DTYPE
+            self.values[(*rel, name)] = jnp.zeros(param.shape, dtype)
+
+    def graft(self, rel: Path, frag: Trace) -> None:
+        for path, param in frag.params.items():
+            self._add((*rel, *path), param, frag.owners[path])
+        self.layers.update(dict.fromkeys((*rel, *p) for p in frag.layers))
+        self.calls.extend(
+            dataclasses.replace(c, path=(*self.base, *rel, *c.path)) for c in frag.calls
+        )
+
+    def _add(self, rel: Path, param: Param, layer: Any) -> None:
+        if rel in self.params:
+            other = self.owners[rel]
+            if other != layer or self.params[rel] != param:
+                raise DuplicateParamError(
+                    f"Parameter {_paths.join((*self.base, *rel))!r} is declared twice: by "
+                    f"{_short(other)} ({self.params[rel].shape}) and by {_short(layer)} "
+                    f"({param.shape}). Give each layer its own key in params; the same "
+                    "layer may be called twice with one sub-dict to share weights."
+                )
+            return
+        self.params[rel] = param
+        self.owners[rel] = layer
+
+    def freeze(self, outputs: Any) -> Trace:
+        return Trace(
+            dict(self.params),
+            dict(self.owners),
+            tuple(self.layers),
+            tuple(self.calls),
+            outputs,
+        )
+
+
+class _Node(Mapping):
+    """``params`` as a layer sees it during a dry run: indexing records a path."""
+
+    __slots__ = ("_rec", "_rel")
+
+    def __init__(self, recorder: _Recorder, rel: Path):
+        self._rec = recorder
+        self._rel = rel
+
+    @property
+    def path(self) -> Path:
+        return (*self._rec.base, *self._rel)
+
+    def __getitem__(self, name: str) -> Any:
+        if not isinstance(name, str) or not name or "/" in name:
+            raise InferShapeError(
+                f"params[{name!r}] under {_paths.join(self.path)!r}: parameter and layer "
+                "names must be non-empty strings without '/'."
+            )
+        path = (*self._rel, name)
+        value = self._rec.values.get(path)
+        if value is None and path in self._rec.params:  # a child's param, read by its parent
+            param = self._rec.params[path]
+            value = self._rec.values[path] = jnp.zeros(param.shape, param.dtype or DEFAULT_DTYPE)
+        return _Node(self._rec, path) if value is None else value
+
+    def __contains__(self, name: object) -> bool:
+        # A layer that declared its own params has exactly those (and the children it
+        # calls); a composite's children are not known until called, so they are "in".
+        path = (*self._rel, name)
+        if path in self._rec.params or any(p[: len(path)] == path for p in self._rec.params):
+            return True
+        n = len(self._rel)
+        declared_here = any(len(p) == n + 1 and p[:n] == self._rel for p in self._rec.params)
+        return not declared_here
+
+    def __iter__(self) -> Iterator[str]:
+        n = len(self._rel)
+        return iter(sorted({p[n] for p in self._rec.params if p[:n] == self._rel and len(p) > n}))
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+    def __jax_array__(self) -> Any:
+        raise InferShapeError(
+            f"params at {_paths.join(self.path)!r} was used as an array, but no layer "
+            "declared a parameter there. Declare it in the layer's specs(), or pass "
+            "this sub-dict to a child layer."
+        )
+
+    __array__ = __jax_array__
+
+
+def _short(layer: Any) -> str:
+    return type(layer).__name__ if not hasattr(layer, "__name__") else layer.__name__
