@@ -260,24 +260,14 @@ _REGISTRY[FlaxModule] = _wrapped
 
 
 def _register_builtins() -> None:
-    """Converters for the layers this lazyinit has (the catalogue may grow after this file)."""
+    """lazyinit's layers that name their params as flax does: one rule per leaf."""
     import lazyinit as li
 
-    for name in (
-        "Linear",
-        "Conv",
-        "ConvTranspose",
-        "BatchNorm",
-        "InstanceNorm",
-        "LayerNorm",
-        "RMSNorm",
-        "GroupNorm",
-        "Embedding",
-        "MultiHeadAttention",
-    ):
-        cls = getattr(li, name, None)
-        if isinstance(cls, type):
-            _REGISTRY.setdefault(cls, _params)
+    for cls in (
+        li.Linear, li.Conv, li.ConvTranspose, li.BatchNorm, li.InstanceNorm, li.LayerNorm,
+        li.RMSNorm, li.GroupNorm, li.Embedding, li.MultiHeadAttention,
+    ):  # fmt: skip
+        _REGISTRY.setdefault(cls, _params)
 
 
 def _hint(found: tuple, expected: tuple) -> str:

@@ -187,25 +187,23 @@ def _keep(a: Any) -> tuple[Any]:
 
 
 def _register_builtins() -> None:
-    """Converters for the layers this lazyinit has (the catalogue may grow after this file)."""
+    """The converter of each lazyinit layer with a PyTorch counterpart."""
     import lazyinit as li
 
     table = {
-        "Linear": _linear,
-        "Conv": _conv,
-        "ConvTranspose": _conv_transpose,
-        "BatchNorm": _norm,
-        "InstanceNorm": _norm,
-        "LayerNorm": _norm,
-        "RMSNorm": _norm,
-        "GroupNorm": _norm,
-        "Embedding": _embedding,
-        "MultiHeadAttention": _attention,
+        li.Linear: _linear,
+        li.Conv: _conv,
+        li.ConvTranspose: _conv_transpose,
+        li.BatchNorm: _norm,
+        li.InstanceNorm: _norm,
+        li.LayerNorm: _norm,
+        li.RMSNorm: _norm,
+        li.GroupNorm: _norm,
+        li.Embedding: _embedding,
+        li.MultiHeadAttention: _attention,
     }
-    for name, converter in table.items():
-        cls = getattr(li, name, None)
-        if isinstance(cls, type):
-            _REGISTRY.setdefault(cls, converter)
+    for cls, converter in table.items():
+        _REGISTRY.setdefault(cls, converter)
 
 
 def _hint(found: tuple, expected: tuple) -> str:
