@@ -3,7 +3,9 @@
 Both follow PyTorch's maths: ``momentum`` weighs the new statistic
 (``running = (1 - momentum) * running + momentum * batch``, flax's
 ``momentum`` is ``1 -`` this one) and the running variance is the unbiased
-one, while the output is normalized with the biased one. The running
+one, while the output is normalized with the biased one. ``momentum=None``
+is PyTorch's cumulative average: the ``n``-th training batch weighs ``1 / n``,
+counted in an int32 ``count`` buffer (PyTorch's ``num_batches_tracked``). The running
 statistics are buffers (``li.Param(..., trainable=False)``, named ``mean`` and
 ``var``), updated only in a training-mode call under
 ``li.apply(..., mutable=True)``; the affine ones are ``scale`` and ``bias``.
@@ -19,6 +21,7 @@ import jax.numpy as jnp
 from . import initializers
 from ._buffers import update_buffers
 from ._checks import channel_axis, expect_min_rank
+from ._errors import ConfigureLayerError
 from ._layer import Layer
 from ._spec import Param
 
@@ -26,7 +29,8 @@ __all__ = ["BatchNorm", "InstanceNorm"]
 
 
 def norm_specs(layer: Any, channels: Any, stats: bool) -> dict[str, Param]:
-    """``scale``/``bias`` if ``layer.affine``, ``mean``/``var`` buffers if ``stats``."""
+    """``scale``/``bias`` if ``layer.affine``; ``mean``/``var`` buffers if ``stats``, and a
+    ``count`` of training batches when ``momentum`` is None."""
     specs = {}
     if layer.affine:
         specs["scale"] = Param((channels,), initializers.ones, axes=layer.axes)
@@ -34,6 +38,8 @@ def norm_specs(layer: Any, channels: Any, stats: bool) -> dict[str, Param]:
     if stats:
         specs["mean"] = Param((channels,), initializers.zeros, axes=layer.axes, trainable=False)
         specs["var"] = Param((channels,), initializers.ones, axes=layer.axes, trainable=False)
+        if layer.momentum is None:
+            specs["count"] = Param((), initializers.zeros, "int32", trainable=False)
     return specs
 
 
@@ -51,11 +57,21 @@ def normalize(layer: Any, params: Any, x: jax.Array, mean: Any, var: Any, axis: 
 
 def _running(layer: Any, params: Any, mean: jax.Array, var: jax.Array, n: int) -> None:
     """Hands the PyTorch-style running averages (unbiased variance) to ``update_buffers``."""
-    m = layer.momentum
+    counted = {}
+    if layer.momentum is None:  # a cumulative average: batch n weighs 1 / n
+        counted["count"] = params["count"] + 1
+        m = 1.0 / counted["count"].astype(mean.dtype)
+    else:
+        m = layer.momentum
     unbiased = var * (n / max(n - 1, 1))
     new_mean = (1 - m) * params["mean"] + m * mean
     new_var = (1 - m) * params["var"] + m * unbiased
-    update_buffers(params, mean=jax.lax.stop_gradient(new_mean), var=jax.lax.stop_gradient(new_var))
+    update_buffers(
+        params,
+        mean=jax.lax.stop_gradient(new_mean),
+        var=jax.lax.stop_gradient(new_var),
+        **counted,
+    )
 
 
 class BatchNorm(Layer):
@@ -75,7 +91,7 @@ class BatchNorm(Layer):
     ['mean', 'var']
     """
 
-    momentum: float = 0.1
+    momentum: float | None = 0.1
     eps: float = 1e-5
     affine: bool = True
     track_running_stats: bool = True
@@ -118,6 +134,14 @@ class InstanceNorm(Layer):
     track_running_stats: bool = False
     channels_first: bool = False
     axes: tuple[str | None] = ("embed",)
+
+    def __post_init__(self) -> None:
+        if self.momentum is None:
+            raise ConfigureLayerError(
+                "InstanceNorm(momentum=None): PyTorch's InstanceNorm then never updates its "
+                "running statistics. Pass a float momentum (BatchNorm takes None for a "
+                "cumulative average)."
+            )
 
     def specs(self, x: Any, *, train: bool = False) -> dict[str, Param]:
         expect_min_rank(self, x, 3, "batch, spatial..., channels")

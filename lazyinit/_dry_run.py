@@ -21,6 +21,14 @@ from ._typing import Params, Path, PerPath
 __all__ = ["dry_run"]
 
 
+def _policy(dtype: PerPath, path: Path, param: Param) -> Any:
+    """The ``dtype=`` choice for ``path``; it applies to floating-point parameters only, so a
+    counter declared int32 (BatchNorm's ``count``) stays an int."""
+    if param.dtype is not None and not np.issubdtype(param.dtype, np.floating):
+        return None
+    return _paths.resolve(dtype, path)
+
+
 def _covering(state: dict[Path, Any], path: Path) -> Path | None:
     """The path of a placeholder of unknown structure that stands for ``path``'s layer."""
     for i in range(len(path) - 1, -1, -1):
@@ -142,7 +150,7 @@ def dry_run(
         )
         used.add(path if leaf is not None else cover)
         want = np.dtype(
-            _paths.resolve(dtype, path)
+            _policy(dtype, path, param)
             or (hint.dtype if hint is not None and hint.dtype is not None else None)
             or param.dtype
             or np.float32

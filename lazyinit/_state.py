@@ -147,7 +147,10 @@ def lazy_state(model: Any, *, dtype: PerPath = None, device: PerPath = None) -> 
         tree: dict[str, Any] = {}
         for name, p in own.items():
             shape = tuple(_known(d) for d in p.shape)
-            chosen = _paths.resolve(dtype, (*path, name), p.dtype or np.float32)
+            fixed = p.dtype is not None and not np.issubdtype(p.dtype, np.floating)
+            chosen = (
+                p.dtype if fixed else _paths.resolve(dtype, (*path, name), p.dtype or np.float32)
+            )
             device_choice = _paths.resolve(device, (*path, name))
             tree[name] = Uninitialized(shape, chosen, device_choice, _paths.join((*path, name)))
         for name, child in layer.children().items():

@@ -12,8 +12,8 @@ right converter is picked per layer type:
   ``kernel`` (*k, in/g, out) spatially flipped and regrouped.
 * ``BatchNorm``, ``InstanceNorm`` <- ``BatchNorm{1,2,3}d``, ``InstanceNorm{1,2,3}d``:
   ``weight, bias, running_mean, running_var`` are ``scale, bias, mean, var``;
-  ``num_batches_tracked`` is checked but not kept (lazyinit's momentum never
-  needs it), and exported as 0.
+  ``num_batches_tracked`` is ``count`` for ``BatchNorm(momentum=None)`` (a
+  cumulative average); otherwise it is checked but not kept, and exported as 0.
 * ``LayerNorm``, ``RMSNorm``, ``GroupNorm`` <- the same: ``weight`` is ``scale``.
 * ``Embedding`` <- ``Embedding``: ``weight`` is ``embedding``.
 * ``MultiHeadAttention`` <- ``MultiheadAttention(batch_first=True)``: the packed
@@ -112,7 +112,17 @@ def _norm(layer: Any, leaves: dict[Path, Leaf]) -> list[Rule]:
     rules = [same(n, t) for n, t in (("scale", "weight"), ("bias", "bias")) if (n,) in leaves]
     if ("mean",) in leaves:
         rules += [same("mean", "running_mean"), same("var", "running_var")]
-        rules.append(extra("num_batches_tracked", lambda: np.zeros((), np.int64)))
+        if ("count",) in leaves:  # momentum=None: the count of batches is the state
+            rules.append(
+                Rule(
+                    (("count",),),
+                    (("num_batches_tracked",),),
+                    lambda n: (jnp.asarray(n).astype(jnp.int32),),
+                    lambda c: (jnp.asarray(c, jnp.int32),),
+                )
+            )
+        else:
+            rules.append(extra("num_batches_tracked", lambda: np.zeros((), np.int64)))
     return rules
 
 

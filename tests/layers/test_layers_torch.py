@@ -352,3 +352,34 @@ def test_dropout_matches_pytorch_semantics(rate):
     assert_close(np.asarray(y)[kept], np.asarray(x)[kept] / (1 - rate))
     assert abs(1 - kept.mean() - rate) < 0.03
     assert_close(li.Dropout(rate)({}, x), x)  # evaluation: the identity, as nn.Dropout.eval()
+
+
+def test_batch_norm_cumulative_average_when_momentum_is_none():
+    from lazyinit.interop.torch import from_torch_state_dict, to_torch_state_dict
+
+    layer = li.BatchNorm(momentum=None)
+    tmod = nn.BatchNorm1d(3, momentum=None)
+    batches = [rand(4, 5, 3, seed=i) for i in range(3)]  # channels-last for lazyinit
+    params = li.dry_run(layer, jax.random.key(0), jnp.asarray(batches[0]))
+    assert params["count"].dtype == jnp.int32 and params["count"].shape == ()
+    tmod.train()
+    for x in batches:
+        tmod(torch.from_numpy(np.moveaxis(x, -1, 1).copy()))
+        _, updates = li.apply(layer, params, jnp.asarray(x), train=True, mutable=True)
+        params = li.merge(params, updates)
+    assert int(params["count"]) == int(tmod.num_batches_tracked) == 3
+    np.testing.assert_allclose(params["mean"], tmod.running_mean.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(params["var"], tmod.running_var.numpy(), rtol=1e-5, atol=1e-6)
+    x0 = jnp.asarray(batches[0])
+    assert int(from_torch_state_dict(layer, tmod.state_dict(), x0)["count"]) == 3
+    fresh = nn.BatchNorm1d(3, momentum=None)
+    fresh.load_state_dict(to_torch_state_dict(layer, params, x0))
+    assert int(fresh.num_batches_tracked) == 3
+
+
+def test_instance_norm_refuses_momentum_none():
+    with pytest.raises(
+        li.ConfigureLayerError,
+        match=r"InstanceNorm\(momentum=None\): PyTorch's InstanceNorm then never updates",
+    ):
+        li.InstanceNorm(momentum=None, track_running_stats=True)
