@@ -3,15 +3,9 @@
 import jax
 
 import lazyinit as li
+from lazyinit._demo import LazyMLP  # the seed's LazyMLP: the demo runs the same definition
 
-
-class LazyMLP(li.Layer):
-    fc1: li.Layer = li.Linear(10)
-    fc2: li.Layer = li.Linear(1)
-
-    def __call__(self, params, x):
-        x = jax.nn.relu(self.fc1(params["fc1"], x))
-        return jax.nn.relu(self.fc2(params["fc2"], x))
+__all__ = ["LazyMLP", "Scale"]
 
 
 class Scale(li.Layer):

@@ -4,6 +4,9 @@ import jax
 import torch
 
 import lazyinit as li
+from lazyinit._demo import LazyMLP  # the seed's LazyMLP, as the demo tells it
+
+__all__ = ["CNN", "LazyMLP", "TorchCNN", "TorchLazyMLP"]
 
 
 class TorchLazyMLP(torch.nn.Module):
@@ -19,17 +22,6 @@ class TorchLazyMLP(torch.nn.Module):
     def forward(self, input):
         x = self.relu1(self.fc1(input))
         return self.relu2(self.fc2(x))
-
-
-class LazyMLP(li.Layer):
-    """The seed's LazyMLP in lazyinit (as in tests/seed_models.py)."""
-
-    fc1: li.Layer = li.Linear(10)
-    fc2: li.Layer = li.Linear(1)
-
-    def __call__(self, params, x):
-        x = jax.nn.relu(self.fc1(params["fc1"], x))
-        return jax.nn.relu(self.fc2(params["fc2"], x))
 
 
 class TorchCNN(torch.nn.Module):
