@@ -204,7 +204,11 @@ class Summary:
         from rich.console import Console
 
         buffer = io.StringIO()
-        console = Console(file=buffer, width=1000, color_system=None, soft_wrap=False)
+        # force_jupyter=False: in a notebook rich would otherwise display the table itself
+        # (a second copy) and leave the buffer, so str() and text/plain, empty.
+        console = Console(
+            file=buffer, width=1000, color_system=None, soft_wrap=False, force_jupyter=False
+        )
         console.print(self.__rich__())
         return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()).strip("\n")
 
