@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import numpy as np
 
 from . import initializers
 from ._checks import explicit_pads, known_rank, spatial_shape, tuple_of
@@ -44,12 +45,21 @@ class ConvTranspose(Layer):
     ``jax.lax.conv_transpose``. The kernel is flax's (not flipped): PyTorch's
     weight ``(in, out // groups, *k)`` is its spatial flip, regrouped.
 
+    A stride above 1 maps several input sizes to one output size, so a call
+    (and the dry run) takes PyTorch's ``output_size=``: the spatial sizes
+    wanted (or the whole output shape), from which the ``output_padding`` of
+    that call is picked, overriding the layer's.
+
     >>> import jax, jax.numpy as jnp, lazyinit as li
     >>> up = li.ConvTranspose(4, (2, 2), stride=2)
     >>> params = up.dry_run(jax.random.key(0), jnp.ones((1, 5, 5, 3)))
     >>> jax.tree.map(jnp.shape, params)
     {'bias': (4,), 'kernel': (2, 2, 3, 4)}
     >>> up(params, jnp.ones((1, 5, 5, 3))).shape
+    (1, 10, 10, 4)
+    >>> up3 = li.ConvTranspose(4, (3, 3), stride=2, padding=1)
+    >>> params = up3.dry_run(jax.random.key(0), jnp.ones((1, 5, 5, 3)), output_size=(10, 10))
+    >>> up3(params, jnp.ones((1, 5, 5, 3)), output_size=(10, 10)).shape
     (1, 10, 10, 4)
     """
 
@@ -90,23 +100,58 @@ class ConvTranspose(Layer):
                     f"than stride or dilation (here {s} and {d}), as in PyTorch."
                 )
 
-    def _pads(self, n: int) -> tuple[tuple[int, int], ...]:
+    def _pads(self, n: int, extra: tuple[int, ...] | None = None) -> tuple[tuple[int, int], ...]:
         window = _effective(tuple_of(self.kernel_size, n), tuple_of(self.dilation, n))
         if isinstance(self.padding, str):
             stride = tuple_of(self.stride, n)
             return tuple(_transpose_pads(k, s, self.padding) for k, s in zip(window, stride))
         crop = explicit_pads(self, self.padding, n)
-        extra = tuple_of(self.output_padding, n)
+        extra = tuple_of(self.output_padding, n) if extra is None else extra
         return tuple((k - 1 - lo, k - 1 - hi + e) for k, (lo, hi), e in zip(window, crop, extra))
 
-    def specs(self, x: Any) -> dict[str, Param]:
+    def _output_padding(self, x: Any, n: int, output_size: Any) -> tuple[int, ...] | None:
+        """PyTorch's ``_output_padding``: ``output_size`` minus the smallest output size, checked."""
+        if output_size is None:
+            return None
+        sizes = tuple(output_size)
+        if len(sizes) == n + 2:  # the whole output shape, in the layer's layout
+            sizes = sizes[2:] if self.channels_first else sizes[1:-1]
+        if len(sizes) != n or not all(isinstance(s, int | np.integer) for s in sizes):
+            raise InferShapeError(
+                f"ConvTranspose: `output_size`={output_size!r} must hold {n} ints (one per "
+                f"spatial dim) or {n + 2} (the whole output shape), for input shape "
+                f"{tuple(x.shape)}."
+            )
+        if isinstance(self.padding, str):
+            raise InferShapeError(
+                f"ConvTranspose: `output_size` needs integer padding, got "
+                f"padding={self.padding!r}. Pass padding as ints, as PyTorch has them."
+            )
+        stride = tuple_of(self.stride, n)
+        window = _effective(tuple_of(self.kernel_size, n), tuple_of(self.dilation, n))
+        crop = explicit_pads(self, self.padding, n)
+        low = tuple(
+            (i - 1) * s + w - lo - hi
+            for i, s, w, (lo, hi) in zip(spatial_shape(self, x), stride, window, crop)
+        )
+        high = tuple(m + s - 1 for m, s in zip(low, stride))
+        if not all(m <= int(o) <= h for o, m, h in zip(sizes, low, high)):
+            raise InferShapeError(
+                f"ConvTranspose: requested output_size {tuple(map(int, sizes))}, but for spatial "
+                f"input size {spatial_shape(self, x)} (input shape {tuple(x.shape)}) valid sizes "
+                f"range from {low} to {high}, inclusive. Pick an output_size in that range."
+            )
+        return tuple(int(o) - m for o, m in zip(sizes, low))
+
+    def specs(self, x: Any, *, output_size: Any = None) -> dict[str, Param]:
         specs = _kernel_specs(self, x)
         if known_rank(x) is None:
             return specs
         n = len(specs["kernel"].shape) - 2
         window = _effective(tuple_of(self.kernel_size, n), tuple_of(self.dilation, n))
         stride = tuple_of(self.stride, n)
-        for i, (size, (lo, hi)) in enumerate(zip(spatial_shape(self, x), self._pads(n))):
+        pads = self._pads(n, self._output_padding(x, n, output_size))
+        for i, (size, (lo, hi)) in enumerate(zip(spatial_shape(self, x), pads)):
             out = (size - 1) * stride[i] + 1 + lo + hi - window[i] + 1
             if out < 1:
                 raise InferShapeError(
@@ -117,13 +162,13 @@ class ConvTranspose(Layer):
                 )
         return specs
 
-    def __call__(self, params: Any, x: jax.Array) -> jax.Array:
+    def __call__(self, params: Any, x: jax.Array, *, output_size: Any = None) -> jax.Array:
         n = params["kernel"].ndim - 2
         y = jax.lax.conv_general_dilated(
             x,
             params["kernel"],
             window_strides=(1,) * n,
-            padding=self._pads(n),
+            padding=self._pads(n, self._output_padding(x, n, output_size)),
             lhs_dilation=tuple_of(self.stride, n),
             rhs_dilation=tuple_of(self.dilation, n),
             dimension_numbers=_dimension_numbers(n, self.channels_first),
