@@ -134,8 +134,9 @@ class _Node(Mapping):
         path = (*self._rel, name)
         value = self._rec.values.get(path)
         if value is None and path in self._rec.params:  # a child's param, read by its parent
+            # Not cached: made inside a transform (jax.checkpoint), it must not leak out of it.
             param = self._rec.params[path]
-            value = self._rec.values[path] = jnp.zeros(param.shape, param.dtype or DEFAULT_DTYPE)
+            value = jnp.zeros(param.shape, param.dtype or DEFAULT_DTYPE)
         return _Node(self._rec, path) if value is None else value
 
     def __contains__(self, name: object) -> bool:
@@ -163,6 +164,35 @@ class _Node(Mapping):
         )
 
     __array__ = __jax_array__
+
+
+# ``params`` passes through JAX transforms (jax.checkpoint, lax.cond, custom_vjp, jit) as a
+# pytree: the recorder travels in the tree's static part, so the layers called inside the
+# transform record into it. Its one leaf, a ``(1,)`` token, shows whether the transform
+# sliced a leading axis off ``params`` (vmap, scan): that axis is one no spec declares.
+_TOKEN = np.zeros((1,), np.float32)
+_TOKEN_KEY = jax.tree_util.GetAttrKey("lazyinit_params_stand_in")
+
+
+def _flatten(node: _Node) -> tuple[tuple[tuple[Any, Any], ...], tuple[_Recorder, Path]]:
+    return ((_TOKEN_KEY, _TOKEN),), (node._rec, node._rel)
+
+
+def _unflatten(aux: tuple[_Recorder, Path], leaves: Any) -> _Node:
+    recorder, rel = aux
+    (token,) = leaves
+    if getattr(token, "shape", None) == ():
+        raise InferShapeError(
+            f"params at {_paths.join((*recorder.base, *rel))!r} was mapped over a leading axis "
+            "(jax.vmap or jax.lax.scan over params) during a dry run, but no layer declares "
+            "that axis: specs describe one copy. Use li.Ensemble(layer, n) for n copies under "
+            "vmap, or li.Repeat(block, n) for n blocks applied in sequence under scan; both "
+            "declare the stacked axis and draw each slice as if unrolled."
+        )
+    return _Node(recorder, rel)
+
+
+jax.tree_util.register_pytree_with_keys(_Node, _flatten, _unflatten)
 
 
 def _short(layer: Any) -> str:
