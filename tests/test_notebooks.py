@@ -1,10 +1,11 @@
-"""The notebooks run top to bottom on a fresh kernel, and the examples run, as the README shows them.
+"""The notebooks run top to bottom on a fresh kernel with clean outputs, and the examples run.
 
 Each notebook executes with nbclient on a kernel started from this very
 interpreter (``sys.executable -m ipykernel_launcher``, through a kernelspec
 written for the test), so the notebooks use the environment under test, not
 whatever ``python3`` kernel a machine has installed. A failing cell fails the
-test with the cell's source and traceback.
+test with the cell's source and traceback; then every output is checked as a
+reader would see it: no error output, no empty ``text/plain``, nothing shown twice.
 """
 
 import json
@@ -71,6 +72,59 @@ def test_notebook_runs_top_to_bottom(path, kernel_env, monkeypatch, tmp_path):
         client.execute()
     except CellExecutionError as e:
         pytest.fail(f"{path.name} failed:\n{e}", pytrace=False)
+    problems = [f"cell {i}: {p}" for i, cell in enumerate(nb.cells) for p in output_problems(cell)]
+    assert not problems, f"{path.name}:\n" + "\n".join(problems)
+
+
+def output_problems(cell) -> list[str]:
+    """What a reader would see as wrong in one executed cell's outputs.
+
+    An error output; a displayed object whose ``text/plain`` is empty (what a console or an
+    editor shows); the same object shown twice (two outputs whose text agrees, or one text
+    inside another: a library that prints itself while being displayed).
+    """
+    if cell.cell_type != "code":
+        return []
+    problems, texts = [], []
+    for out in cell.outputs:
+        if out.output_type == "error":
+            problems.append(f"error output {out.ename}: {out.evalue}")
+        elif out.output_type in ("display_data", "execute_result"):
+            text = out.get("data", {}).get("text/plain")
+            if text is None or not text.strip():
+                problems.append(f"{out.output_type} with an empty text/plain: {text!r}")
+            else:
+                texts.append(" ".join(text.split()))
+    for i, a in enumerate(texts):
+        for b in texts[i + 1 :]:
+            if a in b or b in a:
+                problems.append(f"displayed twice: {a[:120]!r}")
+    return problems
+
+
+def test_output_checks_catch_an_empty_text_a_double_display_and_an_error():
+    import nbformat
+
+    def cell(*outputs):
+        return nbformat.v4.new_code_cell("x", outputs=list(outputs))
+
+    def shown(kind, text, html="<table></table>"):
+        data = {"text/plain": text, "text/html": html}
+        if kind == "execute_result":
+            return nbformat.v4.new_output(kind, data=data, execution_count=1)
+        return nbformat.v4.new_output(kind, data=data)
+
+    table = "LazyMLP summary\n path layer\n fc1 Linear"
+    # li.summary before the fix: rich displayed the table, then the result's text was ''.
+    before = cell(shown("display_data", table, "<pre>...</pre>"), shown("execute_result", ""))
+    assert [p.split(":")[0] for p in output_problems(before)] == [
+        "execute_result with an empty text/plain",
+    ]
+    twice = cell(shown("display_data", table), shown("execute_result", table))
+    assert output_problems(twice) == [f"displayed twice: {' '.join(table.split())!r}"]
+    error = cell(nbformat.v4.new_output("error", ename="ValueError", evalue="bad", traceback=[]))
+    assert output_problems(error) == ["error output ValueError: bad"]
+    assert output_problems(cell(shown("execute_result", table))) == []
 
 
 EXAMPLES = {  # steps enough to show learning, few enough for CI; what must be printed at the end
