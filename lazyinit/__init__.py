@@ -15,6 +15,8 @@ from ._buffers import apply as apply
 from ._buffers import merge as merge
 from ._buffers import partition as partition
 from ._buffers import update_buffers as update_buffers
+from ._checkpoint import CheckReport as CheckReport
+from ._checkpoint import check_checkpoint as check_checkpoint
 from ._checkpoint import load as load
 from ._checkpoint import save as save
 from ._combinators import Parallel as Parallel
@@ -67,6 +69,8 @@ __all__ = [
     "update_buffers",
     "save",
     "load",
+    "check_checkpoint",
+    "CheckReport",
     "TrainingCheckpoints",
     "describe",
     "dry_run",

@@ -33,6 +33,11 @@ def deleted_error(what: str, paths: list[str]) -> DeletedParamError:
     )
 
 
+MAX_DEPTH = 100
+"""How deeply a parameter tree may nest: deeper is a cycle or a mistake, and would
+exhaust Python's recursion limit."""
+
+
 def join(path: Path) -> PathStr:
     """``('fc1', 'kernel') -> 'fc1/kernel'``; the root prints as ``'<root>'``."""
     return "/".join(path) if path else "<root>"
@@ -47,6 +52,8 @@ def flatten(
       InvalidTreeError: for a non-mapping top level, an illegal key, or a leaf
         for which ``is_leaf`` is false (a ``str``, ``None``, a ``list``...).
       DeletedParamError: for arrays that were deleted or donated.
+      InvalidTreeError: also for a mapping that contains itself, or nesting
+        deeper than :data:`MAX_DEPTH`.
     """
     if not isinstance(tree, Mapping):
         raise InvalidTreeError(
@@ -56,7 +63,14 @@ def flatten(
     out: dict[Path, Any] = {}
     bad: list[str] = []
 
-    def walk(node: Mapping[str, Any], prefix: Path) -> None:
+    def walk(node: Mapping[str, Any], prefix: Path, above: tuple[int, ...] = ()) -> None:
+        if id(node) in above or len(prefix) >= MAX_DEPTH:
+            cycle = id(node) in above
+            raise InvalidTreeError(
+                f"The {what} {'contains itself' if cycle else f'nests deeper than {MAX_DEPTH} levels'}"
+                f" at {join(prefix)!r}: a parameter tree is a finite nesting of mappings. "
+                + ("Break the cycle." if cycle else "Flatten it, or check how it was built.")
+            )
         for key, value in node.items():
             if not isinstance(key, str) or not key or "/" in key:
                 bad.append(
@@ -66,7 +80,7 @@ def flatten(
                 continue
             path = (*prefix, key)
             if isinstance(value, Mapping):
-                walk(value, path)
+                walk(value, path, (*above, id(node)))
             elif is_leaf(value):
                 out[path] = value
             else:

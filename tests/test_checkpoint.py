@@ -48,13 +48,13 @@ def rewrite(path, *, metadata=None, tensors=None):
 
 def test_round_trip_without_template(tmp_path, params):
     li.save(tmp_path / "p.safetensors", params)
-    assert same(li.load(tmp_path / "p.safetensors"), params)
+    assert same(li.load(tmp_path / "p.safetensors")[0], params)
 
 
 def test_round_trip_keeps_order_and_empty_subtrees(tmp_path):
     tree = {"z": {"b": jnp.ones(2), "a": jnp.zeros(1)}, "empty": {}, "a": jnp.ones(())}
     li.save(tmp_path / "t.safetensors", tree)
-    loaded = li.load(tmp_path / "t.safetensors")
+    loaded, _ = li.load(tmp_path / "t.safetensors")
     assert list(loaded) == ["z", "empty", "a"] and list(loaded["z"]) == ["b", "a"]
     assert loaded["empty"] == {}
 
@@ -70,13 +70,13 @@ def test_dtypes_scalars_and_zero_size_leaves_survive(tmp_path):
         "f8": jnp.ones((2,), jnp.float8_e4m3fn),
     }
     li.save(tmp_path / "t.safetensors", tree)
-    assert same(li.load(tmp_path / "t.safetensors"), tree)
+    assert same(li.load(tmp_path / "t.safetensors")[0], tree)
 
 
 def test_placeholders_keep_known_dims_and_dtype(tmp_path):
     lazy = li.lazy_state(mlp(), dtype={"0": "bfloat16"})
     li.save(tmp_path / "lazy.safetensors", lazy)
-    loaded = li.load(tmp_path / "lazy.safetensors")
+    loaded, _ = li.load(tmp_path / "lazy.safetensors")
     assert loaded == lazy
     assert repr(loaded["0"]["kernel"]) == "Uninitialized(shape=(?, 4), dtype=bfloat16)"
 
@@ -94,7 +94,7 @@ def test_the_header_is_plain_safetensors_with_format_metadata(tmp_path, params):
 
 def test_load_against_a_lazy_state_then_dry_run_keeps_it(tmp_path, params, key):
     li.save(tmp_path / "p.safetensors", params)
-    loaded = li.load(tmp_path / "p.safetensors", like=li.lazy_state(mlp()))
+    loaded, _ = li.load(tmp_path / "p.safetensors", like=li.lazy_state(mlp()))
     again = li.dry_run(mlp(), jax.random.key(9), jnp.ones((5, 3)), state=loaded)
     assert same(again, params)
 
@@ -102,7 +102,7 @@ def test_load_against_a_lazy_state_then_dry_run_keeps_it(tmp_path, params, key):
 def test_partly_lazy_file_plugs_into_dry_run(tmp_path, params):
     partial = {"0": params["0"], "2": li.lazy_state(mlp())["2"]}
     li.save(tmp_path / "p.safetensors", partial)
-    state = li.load(tmp_path / "p.safetensors", like=li.lazy_state(mlp()))
+    state, _ = li.load(tmp_path / "p.safetensors", like=li.lazy_state(mlp()))
     assert isinstance(state["2"]["kernel"], li.Uninitialized)
     out, report = li.dry_run(mlp(), jax.random.key(1), jnp.ones((1, 3)), state=state, strict=False)
     assert same(out["0"], params["0"])
@@ -117,7 +117,7 @@ def test_placeholder_of_unknown_structure_takes_the_saved_subtree(tmp_path, key)
     lazy = li.lazy_state(model)
     assert lazy["0"] == li.Uninitialized()  # Conv needs the input's rank to name its params
     li.save(tmp_path / "cnn.safetensors", params)
-    state = li.load(tmp_path / "cnn.safetensors", like=lazy)
+    state, _ = li.load(tmp_path / "cnn.safetensors", like=lazy)
     assert same(state, params)
     assert same(li.dry_run(model, jax.random.key(3), x, state=state), params)
     lazy["0"] = li.Uninitialized(None, "bfloat16")
@@ -128,9 +128,9 @@ def test_placeholder_of_unknown_structure_takes_the_saved_subtree(tmp_path, key)
 def test_load_against_abstract_and_concrete_templates(tmp_path, params, key):
     li.save(tmp_path / "p.safetensors", params)
     abstract = li.dry_run(mlp(), key, jax.ShapeDtypeStruct((2, 3), jnp.float32))
-    assert same(li.load(tmp_path / "p.safetensors", like=abstract), params)
+    assert same(li.load(tmp_path / "p.safetensors", like=abstract)[0], params)
     zeros = jax.tree.map(jnp.zeros_like, params)
-    assert same(li.load(tmp_path / "p.safetensors", like=zeros), params)
+    assert same(li.load(tmp_path / "p.safetensors", like=zeros)[0], params)
     assert float(zeros["0"]["kernel"].sum()) == 0.0  # the template is not touched
 
 
@@ -139,14 +139,14 @@ def test_loaded_arrays_land_on_the_template_sharding(tmp_path, params):
     sharding = jax.sharding.SingleDeviceSharding(device)
     li.save(tmp_path / "p.safetensors", params)
     like = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), params)
-    loaded = li.load(tmp_path / "p.safetensors", like=like)
+    loaded, _ = li.load(tmp_path / "p.safetensors", like=like)
     assert all(a.sharding == sharding for a in jax.tree.leaves(loaded))
     lazy = jax.tree.map(
         lambda u: u.to(device),
         li.lazy_state(mlp()),
         is_leaf=lambda x: isinstance(x, li.Uninitialized),
     )
-    loaded = li.load(tmp_path / "p.safetensors", like=lazy)
+    loaded, _ = li.load(tmp_path / "p.safetensors", like=lazy)
     assert all(a.devices() == {device} for a in jax.tree.leaves(loaded))
 
 
@@ -196,16 +196,16 @@ def test_save_refuses_to_overwrite_unless_asked(tmp_path, params):
     li.save(path, params)
     with pytest.raises(li.OverwriteCheckpointError, match="already exists.*overwrite=True"):
         li.save(path, {"x": jnp.ones(1)})
-    assert same(li.load(path), params)
+    assert same(li.load(path)[0], params)
     li.save(path, {"x": jnp.ones(1)}, overwrite=True)
-    assert list(li.load(path)) == ["x"]
+    assert list(li.load(path)[0]) == ["x"]
     assert os.listdir(tmp_path) == ["p.safetensors"]  # no temporary file left behind
 
 
 def test_a_leftover_temporary_file_is_ignored(tmp_path, params):
     li.save(tmp_path / "p.safetensors", params)
     (tmp_path / ".p.safetensors.abc123.tmp").write_bytes(b"half a checkpoint")
-    assert same(li.load(tmp_path / "p.safetensors"), params)
+    assert same(li.load(tmp_path / "p.safetensors")[0], params)
 
 
 def test_save_refuses_abstract_and_unstorable_leaves(tmp_path):
@@ -330,10 +330,10 @@ def test_a_root_placeholder_of_unknown_structure_saves_and_loads_as_itself(tmp_p
     lazy = li.lazy_state(conv).astype("bfloat16")
     assert lazy == li.Uninitialized(None, "bfloat16")
     li.save(tmp_path / "lazy.safetensors", lazy)
-    assert li.load(tmp_path / "lazy.safetensors") == lazy
-    assert li.load(tmp_path / "lazy.safetensors", like=li.lazy_state(conv)) == lazy
+    assert li.load(tmp_path / "lazy.safetensors")[0] == lazy
+    assert li.load(tmp_path / "lazy.safetensors", like=li.lazy_state(conv))[0] == lazy
     x = jnp.ones((1, 5, 5, 2))
-    state = li.load(tmp_path / "lazy.safetensors")
+    state, _ = li.load(tmp_path / "lazy.safetensors")
     assert li.dry_run(conv, key, x, state=state)["kernel"].dtype == jnp.bfloat16
     with pytest.raises(li.StateMismatchError, match=r"unexpected key '<root>'"):
         li.load(tmp_path / "lazy.safetensors", like=li.dry_run(conv, key, x))
@@ -344,7 +344,7 @@ def test_a_root_placeholder_template_takes_the_whole_saved_tree(tmp_path, key):
     x = jnp.ones((1, 5, 5, 2))
     params = li.dry_run(conv, key, x)
     li.save(tmp_path / "conv.safetensors", params)
-    state = li.load(tmp_path / "conv.safetensors", like=li.lazy_state(conv))
+    state, _ = li.load(tmp_path / "conv.safetensors", like=li.lazy_state(conv))
     assert same(state, params)
     assert same(li.dry_run(conv, jax.random.key(9), x, state=state), params)
     bf16 = li.lazy_state(conv).astype("bfloat16")
@@ -362,5 +362,5 @@ def test_a_root_placeholder_template_keeps_the_files_nesting(tmp_path, key):
     assert li.lazy_state(model) == li.Uninitialized()  # flax names its params only when run
     params = li.dry_run(model, key, jnp.ones((2, 3)))
     li.save(tmp_path / "dense.safetensors", {**params, "empty": {}})
-    state = li.load(tmp_path / "dense.safetensors", like=li.lazy_state(model))
+    state, _ = li.load(tmp_path / "dense.safetensors", like=li.lazy_state(model))
     assert state["empty"] == {} and same(state["params"], params["params"])

@@ -153,7 +153,7 @@ SHARDED = textwrap.dedent(
     # li.save gathers a sharded array into one file; li.load lays it out on the template's sharding
     li.save(sys.argv[1] + ".safetensors", {"w": state["w"]})
     like = {"w": jax.ShapeDtypeStruct((4, 8), jnp.float32, sharding=saved_on)}
-    out = li.load(sys.argv[1] + ".safetensors", like=like)
+    out, _ = li.load(sys.argv[1] + ".safetensors", like=like)
     assert out["w"].sharding == saved_on, out["w"].sharding
     np.testing.assert_array_equal(out["w"], state["w"])
     print("ok")
