@@ -35,6 +35,7 @@ __all__ = [
     "ConfigureLayerError",
     "RequireKeyError",
     "LazyInitWarning",
+    "RescaleLayerError",
 ]
 
 
@@ -153,3 +154,8 @@ class RequireKeyError(LazyInitError, TypeError):
 
 class LazyInitWarning(UserWarning):
     """Something lazyinit did on your behalf that you may want to know about."""
+
+
+class RescaleLayerError(LazyInitError, ValueError):
+    """Data-dependent init (``li.lsuv``) could not bring a layer's output to the target variance:
+    the output is constant on the batch, or it did not converge in ``max_iters`` rescalings."""
