@@ -17,10 +17,11 @@ import numpy as np
 
 from . import _paths
 from ._errors import DuplicateParamError, InferShapeError
+from ._materialize import Stacked
 from ._spec import Param
 from ._typing import Path, Specs
 
-__all__ = ["Call", "Trace", "DEFAULT_DTYPE"]
+__all__ = ["Call", "Trace", "DEFAULT_DTYPE", "record_stacked"]
 
 DEFAULT_DTYPE = np.dtype("float32")
 
@@ -164,6 +165,29 @@ class _Node(Mapping):
         )
 
     __array__ = __jax_array__
+
+
+def record_stacked(node: _Node, layer: Any, n: int, axis: str, args: tuple, kwargs: dict) -> Any:
+    """Traces ``layer`` once at ``node``'s path and declares its params stacked ``n`` times.
+
+    Every parameter gets a leading axis of length ``n`` (logical axis ``axis``)
+    and a :class:`~lazyinit._materialize.Stacked` initializer, so slice ``i``
+    is drawn at the unrolled path ``<node>/<i>/...``. Returns the layer's output
+    for one slice.
+    """
+    inner = _Recorder(node.path)
+    out = layer(_Node(inner, ()), *args, **kwargs)
+    for rel, param in inner.params.items():
+        stacked = dataclasses.replace(
+            param,
+            shape=(n, *param.shape),
+            init=Stacked(param.init, n, len(rel)),
+            axes=(axis, *(param.axes or (None,) * len(param.shape))),
+        )
+        node._rec._add((*node._rel, *rel), stacked, inner.owners[rel])
+    node._rec.layers.update(dict.fromkeys((*node._rel, *p) for p in inner.layers))
+    node._rec.calls.extend(inner.calls)
+    return out
 
 
 # ``params`` passes through JAX transforms (jax.checkpoint, lax.cond, custom_vjp, jit) as a
