@@ -36,6 +36,7 @@ from ._materialize import param_key as param_key
 from ._norm import GroupNorm as GroupNorm
 from ._norm import LayerNorm as LayerNorm
 from ._norm import RMSNorm as RMSNorm
+from ._paths import nest as nest
 from ._pooling import AvgPool as AvgPool
 from ._pooling import GlobalAvgPool as GlobalAvgPool
 from ._pooling import MaxPool as MaxPool
@@ -104,6 +105,7 @@ __all__ = [
     "has_uninitialized",
     "lazy_state",
     "load_state",
+    "nest",
     "uninitialized_paths",
     "Summary",
     "summary",

@@ -157,3 +157,54 @@ def resolve(choice: PerPath, path: Path, default: Any = None) -> Any:
         if hit > best_len:
             best, best_len = value, hit
     return best
+
+
+def nest(flat: Mapping[str, Any], *, sep: str = "/") -> dict[str, Any]:
+    """A flat mapping of joined names (``'fc1/kernel'``) as lazyinit's nested tree.
+
+    The route for files that store a tree flat, lazyinit's own checkpoints
+    and foreign safetensors files alike: ``li.load_state(li.lazy_state(model),
+    li.nest(safetensors.numpy.load_file(path)))``. ``sep='.'`` splits PyTorch-style
+    names (``'fc1.weight'``) instead; only the nesting changes, not the names
+    or the layouts (``lazyinit.interop.torch`` converts those).
+
+    Raises:
+      InvalidTreeError: for a non-mapping, a name that is not a string, an
+        empty component (``'fc1//kernel'``), or a name that is both a leaf and
+        a prefix of others (``'fc1'`` and ``'fc1/kernel'``), listing every one.
+
+    >>> import numpy as np, lazyinit as li
+    >>> tree = li.nest({"fc1/kernel": np.zeros((3, 4)), "fc1/bias": np.zeros(4)})
+    >>> {k: {n: v.shape for n, v in sub.items()} for k, sub in tree.items()}
+    {'fc1': {'kernel': (3, 4), 'bias': (4,)}}
+    >>> sorted(li.nest({"0.weight": 1.0, "0.bias": 2.0}, sep=".")["0"])
+    ['bias', 'weight']
+    """
+    if not isinstance(flat, Mapping):
+        raise InvalidTreeError(
+            f"li.nest takes a flat mapping of names to arrays, got {type(flat).__name__}."
+        )
+    if not isinstance(sep, str) or not sep:
+        raise InvalidTreeError(f"li.nest: `sep`={sep!r} must be a non-empty string.")
+    bad: list[str] = []
+    paths: dict[Path, str] = {}
+    for name in flat:
+        parts = tuple(name.split(sep)) if isinstance(name, str) else ()
+        if not parts or not all(parts) or any("/" in p for p in parts):
+            bad.append(
+                f"name {name!r}: names must be non-empty strings of non-empty components "
+                f"separated by {sep!r}, without '/' inside a component"
+            )
+        else:
+            paths[parts] = name
+    for parts, name in paths.items():
+        for i in range(1, len(parts)):
+            if parts[:i] in paths:
+                bad.append(
+                    f"{paths[parts[:i]]!r} is a leaf and also the parent of {name!r}; "
+                    "rename or drop one of them"
+                )
+                break
+    if bad:
+        raise InvalidTreeError("The flat mapping cannot be nested:\n  " + "\n  ".join(bad))
+    return unflatten({parts: flat[name] for parts, name in paths.items()})
