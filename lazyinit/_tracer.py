@@ -96,6 +96,18 @@ def _check_specs(layer: Any, path: Path, specs: Any) -> dict[str, Param]:
                 f"{where}: specs()[{name!r}] must be a li.Param, got {type(param).__name__}."
             )
         shape = param.shape
+        symbolic = (
+            [d for d in shape if jax.export.is_symbolic_dim(d)] if isinstance(shape, tuple) else []
+        )
+        if symbolic:
+            dims = sorted({v for d in symbolic for v in d.get_vars()})
+            raise InvalidSpecError(
+                f"Parameter {full!r} of {where} has shape ({', '.join(map(str, shape))}), which "
+                f"depends on the symbolic dimension(s) {', '.join(map(repr, dims))} of the sample: "
+                "a parameter's size must not depend on the batch size (or any other symbolic "
+                "dimension). Compute it from the feature axes (x.shape[-1]) or from the layer's "
+                "configuration."
+            )
         if not isinstance(shape, tuple) or not all(
             isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0 for d in shape
         ):
