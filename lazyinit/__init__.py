@@ -29,8 +29,11 @@ from ._dry_run import dry_run as dry_run
 from ._embedding import Embedding as Embedding
 from ._errors import *  # noqa: F403
 from ._errors import __all__ as _errors
+from ._labels import labels as labels
 from ._layer import Layer as Layer
 from ._linear import Linear as Linear
+from ._lsuv import lsuv as lsuv
+from ._lsuv import warmup_stats as warmup_stats
 from ._materialize import KEY_SCHEME as KEY_SCHEME
 from ._materialize import param_key as param_key
 from ._norm import GroupNorm as GroupNorm
@@ -42,6 +45,7 @@ from ._pooling import GlobalAvgPool as GlobalAvgPool
 from ._pooling import MaxPool as MaxPool
 from ._recorder import Call as Call
 from ._recorder import Trace as Trace
+from ._reinit import reinit as reinit
 from ._reshape import Flatten as Flatten
 from ._sequential import Sequential as Sequential
 from ._sharding import Plan as Plan
@@ -75,6 +79,10 @@ __all__ = [
     "TrainingCheckpoints",
     "describe",
     "dry_run",
+    "reinit",
+    "lsuv",
+    "warmup_stats",
+    "labels",
     "Layer",
     "Linear",
     "Conv",

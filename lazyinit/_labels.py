@@ -1,0 +1,74 @@
+"""``labels``: the label tree that ``optax.multi_transform`` takes, to freeze part of a model.
+
+Each parameter is ``"trainable"``, ``"frozen"`` (it matched a ``frozen=`` pattern) or
+``"buffer"`` (declared ``trainable=False``: running statistics, counters). Freezing a
+backbone is then one line::
+
+    tx = optax.multi_transform(
+        {"trainable": optax.adam(1e-3), "frozen": optax.set_to_zero(), "buffer": optax.set_to_zero()},
+        li.labels(model, params, x, frozen="backbone"),
+    )
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from . import _paths
+from ._errors import InvalidArgumentError, ParamsMismatchError
+from ._reinit import select
+from ._tracer import trace
+from ._typing import Params
+
+__all__ = ["labels", "TRAINABLE", "FROZEN", "BUFFER"]
+
+TRAINABLE, FROZEN, BUFFER = "trainable", "frozen", "buffer"
+
+
+def labels(
+    model: Any, params: Params, /, *sample: Any, frozen: str | Iterable[str] = (), **kw: Any
+) -> Params:
+    """A tree shaped like ``params`` with ``"trainable"``, ``"frozen"`` or ``"buffer"`` leaves.
+
+    Args:
+      model: the :class:`lazyinit.Layer` the params belong to.
+      params: its params, or a part of them (the trainable half of
+        ``li.partition``): the labels follow this tree's structure.
+      *sample, **kw: a sample input: which parameters are buffers is read
+        from the specs the model declares on it.
+      frozen: path patterns (``'backbone'``, ``'*/bias'``, the ``dtype=``
+        syntax) of trainable parameters to freeze. Buffers stay ``"buffer"``.
+
+    Raises:
+      InvalidArgumentError: no sample, or a pattern that matches no parameter.
+      ParamsMismatchError: ``params`` holds paths the model does not have.
+
+    >>> import jax, jax.numpy as jnp, lazyinit as li
+    >>> model = li.Sequential([li.Linear(4), li.BatchNorm(), li.Linear(2)])
+    >>> x = jnp.ones((2, 3))
+    >>> params = li.dry_run(model, jax.random.key(0), x)
+    >>> li.labels(model, params, x, frozen="0")
+    {'0': {'kernel': 'frozen', 'bias': 'frozen'}, '1': {'scale': 'trainable', 'bias': 'trainable', 'mean': 'buffer', 'var': 'buffer'}, '2': {'kernel': 'trainable', 'bias': 'trainable'}}
+    """
+    if not sample and not kw:
+        raise InvalidArgumentError(
+            "li.labels needs a sample input to read which parameters are buffers: "
+            "li.labels(model, params, x, frozen=...)."
+        )
+    t = trace(model, *sample, **kw)
+    chosen = set(select(t, frozen, what="li.labels(frozen=...)")) if frozen else set()
+    flat = _paths.flatten(params, lambda x: True, what="params")
+    unknown = [p for p in flat if p not in t.params]
+    if unknown:
+        raise ParamsMismatchError(
+            f"li.labels: the params hold {len(unknown)} path(s) the model does not have on this "
+            "sample: "
+            + ", ".join(f"{_paths.join(p)!r}{_paths.near_miss(p, list(t.params))}" for p in unknown)
+            + ". Pass this model's params (or a part of them) and the sample it was dry-run on."
+        )
+    out = {
+        p: BUFFER if not t.params[p].trainable else FROZEN if p in chosen else TRAINABLE
+        for p in flat
+    }
+    return _paths.unflatten(out, _paths.subtrees(params))
