@@ -36,6 +36,7 @@ __all__ = [
     "RequireKeyError",
     "LazyInitWarning",
     "RescaleLayerError",
+    "InvalidKeyError",
 ]
 
 
@@ -68,7 +69,8 @@ class DuplicateParamError(LazyInitError, ValueError):
 
 
 class InitializerError(LazyInitError, ValueError):
-    """An initializer returned an array of another shape or dtype than declared."""
+    """An initializer raised, or returned something other than one array of the declared shape and
+    dtype; the message names the parameter path and the initializer."""
 
 
 class StateMismatchError(LazyInitError, ValueError):
@@ -159,3 +161,10 @@ class LazyInitWarning(UserWarning):
 class RescaleLayerError(LazyInitError, ValueError):
     """Data-dependent init (``li.lsuv``) could not bring a layer's output to the target variance:
     the output is constant on the batch, or it did not converge in ``max_iters`` rescalings."""
+
+
+class InvalidKeyError(InvalidArgumentError):
+    """The PRNG key given to a dry run is not one key: a non-key (often the sample passed in the
+    key's place), a batch of keys, raw key data of the wrong dtype or shape (or of another PRNG
+    implementation than the default), a seed outside the range JAX turns into distinct keys, or
+    a deleted key."""

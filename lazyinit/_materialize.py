@@ -22,6 +22,7 @@ import numpy as np
 
 from . import _paths
 from ._errors import InitializerError, InvalidArgumentError, InvalidSpecError
+from ._keys import as_key as as_key  # the checks live in _keys; kept here for importers
 from ._spec import Param
 from ._typing import Path
 
@@ -95,23 +96,6 @@ def _init_at(init: Any, root: jax.Array, words: jax.Array, shape: Any, dtype: An
     return init(_fold(root, words), shape, dtype)
 
 
-def as_key(key: Any, *, abstract: bool = False) -> jax.Array:
-    """A typed PRNG key from a key, a raw ``uint32[2]`` key or an int seed.
-
-    An abstract dry run draws nothing, so it checks the key without building one.
-    """
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        return key if abstract else jax.random.key(int(key))
-    if isinstance(key, (jax.Array, np.ndarray)) and (
-        jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) or key.shape == (2,)
-    ):
-        return key
-    raise InvalidArgumentError(
-        f"key must be a jax.random.key(...), a raw jax.random.PRNGKey(...) or an int seed, "
-        f"got {type(key).__name__} {getattr(key, 'shape', '')}."
-    )
-
-
 def param_key(key: Any, path: str | Path) -> jax.Array:
     """The key the dry run uses for the parameter at ``path``.
 
@@ -137,7 +121,10 @@ def placement(device: Any) -> jax.sharding.Sharding | None:
 
 
 def check_dtype(path: Path, dtype: np.dtype) -> None:
-    if dtype.itemsize == 8 and not jax.config.jax_enable_x64 and dtype.kind in "fiuc":
+    wide = (dtype.itemsize == 8 and dtype.kind in "fiu") or (
+        dtype.kind == "c" and dtype.itemsize == 16
+    )
+    if wide and not jax.config.jax_enable_x64:  # complex64 is two float32s: always available
         raise InvalidSpecError(
             f"Parameter {_paths.join(path)!r} asks for {dtype.name} but 64-bit types are off: "
             "run jax.config.update('jax_enable_x64', True) first, or choose a 32-bit dtype."
@@ -167,16 +154,39 @@ def _kernel(param: Param, dtype: np.dtype, sharding: Any, path: Path, key: jax.A
         return _init_at(init, root, words, shape, dtype)
 
     kernel = jax.jit(kernel, out_shardings=sharding)
-    check(path, param, dtype, kernel.trace(key, param_words(path, init)).out_info)
+    check(path, param, dtype, _trace_initializer(path, param, kernel, key, param_words(path, init)))
     if cache_key is not None:
         _KERNELS[cache_key] = kernel
     return kernel
 
 
+def _initializer_name(param: Param) -> str:
+    return getattr(param.init, "__name__", repr(param.init))
+
+
+def _trace_initializer(path: Path, param: Param, kernel: Any, key: Any, words: Any) -> Any:
+    """The abstract output of a parameter's initializer; its failure becomes InitializerError."""
+    try:
+        return kernel.trace(key, words).out_info
+    except Exception as e:
+        raise InitializerError(
+            f"For parameter {_paths.join(path)!r}: initializer {_initializer_name(param)} "
+            f"raised {type(e).__name__}: {str(e)[:300]}. An initializer is called as "
+            "init(key, shape, dtype) and must return one array of that shape and dtype."
+        ) from e
+
+
 def check(path: Path, param: Param, dtype: np.dtype, out: Any) -> None:
     """Raises unless an initializer's output ``out`` has the declared shape and dtype."""
+    if not (hasattr(out, "shape") and hasattr(out, "dtype")):
+        raise InitializerError(
+            f"For parameter {_paths.join(path)!r}: initializer {_initializer_name(param)} "
+            f"returned {type(out).__name__} {str(out)[:100]}, not an array. An initializer is "
+            f"called as init(key, shape, dtype) and must return one array of {dtype.name}"
+            f"{list(param.shape)}."
+        )
     if tuple(out.shape) != param.shape or out.dtype != dtype:
-        name = getattr(param.init, "__name__", repr(param.init))
+        name = _initializer_name(param)
         raise InitializerError(
             f"For parameter {_paths.join(path)!r}: initializer {name} returned "
             f"{out.dtype.name}{list(out.shape)}, but the spec declares "
