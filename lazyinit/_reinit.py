@@ -38,7 +38,8 @@ def select(t: Trace, patterns: str | Iterable[str], *, what: str) -> list[Path]:
             f"{what}: path patterns must be non-empty strings ('head', 'encoder/*/bias'), "
             f"got {pats!r}."
         )
-    unmatched = [p for p in pats if not any(_paths.resolve({p: True}, q) for q in t.params)]
+    known = [*t.params, *t.layers]  # a layer without parameters may be named too
+    unmatched = [p for p in pats if not any(_paths.resolve({p: True}, q) for q in known)]
     if unmatched:
         layers = sorted({_paths.join(q[:-1]) for q in t.params})
         raise InvalidArgumentError(
