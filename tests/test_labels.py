@@ -82,7 +82,9 @@ def test_refusals_name_what_to_do():
         li.labels(model, params, frozen="body")
     with pytest.raises(li.InvalidArgumentError, match=r"'bdy' match no parameter.*body, head"):
         li.labels(model, params, X, frozen="bdy")
-    with pytest.raises(li.ParamsMismatchError, match=r"does not have on this sample: 'extra/kernel'"):
+    with pytest.raises(
+        li.ParamsMismatchError, match=r"does not have on this sample: 'extra/kernel'"
+    ):
         li.labels(model, {**params, "extra": {"kernel": X}}, X)
 
 
