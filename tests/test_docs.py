@@ -1,4 +1,4 @@
-"""Every ```python block of docs/*.md runs, in order, in one namespace per page.
+"""Every ```python block of README.md and docs/*.md runs, in order, in one namespace per page.
 
 A page is one test. It runs in a child process of this interpreter, in an empty
 directory (files a page saves land there), with 8 simulated CPU devices so that the
@@ -18,7 +18,7 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PAGES = sorted((ROOT / "docs").glob("*.md"))
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.M | re.S)
 
 RUNNER = r"""
@@ -92,7 +92,7 @@ def test_the_docs_pages_exist():
     "page", [p for p in PAGES if "```python" in p.read_text()], ids=lambda p: p.name
 )
 def test_page_code_runs(page, tmp_path):
-    out = run_page(f"docs/{page.name}", blocks(page.read_text()), tmp_path)
+    out = run_page(str(page.relative_to(ROOT)), blocks(page.read_text()), tmp_path)
     assert out.returncode == 0, out.stderr[-4000:]
 
 
@@ -120,3 +120,15 @@ def test_the_api_reference_lists_every_public_name():
     modules = {"initializers", "errors"}  # documented whole, or through their members
     missing = sorted(set(li.__all__) - listed - modules)
     assert not missing, f"add {missing} to a 'members:' list of docs/api.md"
+
+
+def test_readme_is_short_and_its_test_command_is_what_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) < 200
+    commands = re.findall(r"^```bash\n(.*?)\n```", readme, re.M | re.S)
+    test_command = next(c for c in commands if "pytest" in c)
+    ci = (ROOT / ".ci" / "run").read_text()
+    tail = ci.split("# --- the README's test command, verbatim ---\n")[1]
+    assert tail.strip() == test_command.split(" && ", 1)[1].strip()
+    for step in ["ruff check", "ruff format --check", "mypy lazyinit", "mkdocs build --strict"]:
+        assert step in ci and step in readme, step
