@@ -19,11 +19,19 @@ target first, listing every problem at once.
         ckpts.save(step, state)             # every call, or every N with save_every=N
     ...
     state = ckpts.restore(like=state)       # latest step, onto like's shardings
+
+A run killed in the middle of a save leaves orbax's temporary directory and,
+if it died after finishing a step but before deleting the oldest, more steps
+than ``keep``. Opening the directory again cleans both up, unless another
+live ``TrainingCheckpoints`` holds it (each holds an advisory lock on
+``<directory>/.lazyinit.lock`` while open): a live writer's files are never
+touched.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -35,9 +43,10 @@ from ._errors import (
     InvalidTreeError,
     StateMismatchError,
     UninitializedParamError,
+    WriteCheckpointError,
 )
+from ._match import describe_mismatch
 from ._spec import Uninitialized
-from ._state import describe_mismatch
 
 __all__ = ["TrainingCheckpoints"]
 
@@ -49,9 +58,19 @@ def _flat(tree: Any, what: str = "training state") -> dict[str, Any]:
       InvalidTreeError: a key is empty or contains ``/``, so that two leaves
         would share one path (``{'a/b': x, 'a': {'b': y}}``).
     """
-    leaves = jax.tree_util.tree_flatten_with_path(
-        tree, is_leaf=lambda x: isinstance(x, Uninitialized)
-    )[0]
+    try:
+        leaves = jax.tree_util.tree_flatten_with_path(
+            tree, is_leaf=lambda x: isinstance(x, Uninitialized)
+        )[0]
+    except (ValueError, TypeError) as e:  # JAX sorts dict keys: 1 and '1' cannot be ordered
+        where = _unsortable(tree)
+        if where is None:
+            raise
+        raise InvalidTreeError(
+            f"The {what} has a dict at {where!r} whose keys are of different types "
+            "(such as 1 and '1'), which JAX cannot order into one tree. Use keys of one type, "
+            "e.g. all strings."
+        ) from e
     out: dict[str, Any] = {}
     bad: list[str] = []
     for path, leaf in leaves:
@@ -74,6 +93,26 @@ def _flat(tree: Any, what: str = "training state") -> dict[str, Any]:
     return out
 
 
+def _unsortable(tree: Any, prefix: str = "") -> str | None:
+    """The path of the first dict in ``tree`` whose keys cannot be sorted together, or None."""
+    if isinstance(tree, dict):
+        try:
+            sorted(tree)
+        except TypeError:
+            return prefix or "<root>"
+        children = tree.items()
+    elif isinstance(tree, (list, tuple)):
+        children = enumerate(tree)
+    else:
+        return None
+    for key, value in children:
+        if len(prefix.split("/")) < _paths.MAX_DEPTH:
+            found = _unsortable(value, f"{prefix}/{key}" if prefix else str(key))
+            if found is not None:
+                return found
+    return None
+
+
 def _check_savable(flat: dict[str, Any]) -> None:
     holes = [p for p, leaf in flat.items() if isinstance(leaf, Uninitialized)]
     if holes:
@@ -87,6 +126,14 @@ def _check_savable(flat: dict[str, Any]) -> None:
             f"Cannot save deleted arrays: {', '.join(gone)}. They were donated to a "
             "jit-compiled call (donate_argnums) or deleted; save the state that call returned."
         )
+    empty = [p for p, leaf in flat.items() if np.size(leaf) == 0 and hasattr(leaf, "shape")]
+    if empty:
+        raise WriteCheckpointError(
+            f"Cannot save zero-size arrays with orbax: {', '.join(repr(p) for p in empty)} "
+            f"(shapes {', '.join(str(tuple(flat[p].shape)) for p in empty)}); nothing was "
+            "written. Leave them out of the training state (they hold no values; rebuild them "
+            "after restoring), or save that tree with li.save, which stores them."
+        )
 
 
 def _target(leaf: Any) -> Any:
@@ -97,6 +144,33 @@ def _target(leaf: Any) -> Any:
             sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         return jax.ShapeDtypeStruct(np.shape(leaf), leaf.dtype, sharding=sharding)
     return leaf
+
+
+def _hold_lock(directory: str) -> int | None:
+    """An open descriptor holding ``directory``'s writer lock, or None if another holds it."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no cleanup, nothing is ever deleted
+        return None
+    fd = os.open(os.path.join(directory, ".lazyinit.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+_ORBAX_TMP = ".orbax-checkpoint-tmp"
+
+
+def _remove_temporaries(directory: str) -> None:
+    """Deletes orbax's temporary step directories (``7.orbax-checkpoint-tmp...``): with the
+    directory's lock held, they are what killed saves left."""
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if _ORBAX_TMP in name and os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class TrainingCheckpoints:
@@ -126,6 +200,10 @@ class TrainingCheckpoints:
 
         self._ocp = ocp
         self.directory = os.path.abspath(os.fspath(directory))
+        os.makedirs(self.directory, exist_ok=True)
+        self._lock = _hold_lock(self.directory)  # None: another live writer holds the directory
+        if self._lock is not None:
+            _remove_temporaries(self.directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             save_interval_steps=save_every,
@@ -135,6 +213,9 @@ class TrainingCheckpoints:
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
         )
+        if self._lock is not None:  # a killed save may have finished a step but not pruned
+            for step in self.steps()[: max(0, len(self.steps()) - keep)]:
+                self._manager.delete(step)
 
     def save(self, step: int, state: Any, *, force: bool = False) -> bool:
         """Saves ``state`` as ``step``; returns whether it saved (``save_every``, ``force``).
@@ -143,6 +224,7 @@ class TrainingCheckpoints:
           InvalidTreeError: a key of ``state`` is empty or contains ``/``.
           UninitializedParamError: ``state`` holds placeholders (listed by path).
           DeletedParamError: ``state`` holds deleted or donated arrays (listed by path).
+          WriteCheckpointError: ``state`` holds zero-size arrays, which orbax cannot store.
         """
         _check_savable(_flat(state))
         return bool(
@@ -221,8 +303,11 @@ class TrainingCheckpoints:
         self._manager.wait_until_finished()
 
     def close(self) -> None:
-        """Waits for pending saves and releases orbax's resources."""
+        """Waits for pending saves and releases orbax's resources and the directory's lock."""
         self._manager.close()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def __enter__(self) -> TrainingCheckpoints:
         return self
