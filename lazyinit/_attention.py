@@ -19,6 +19,7 @@ from . import initializers
 from ._checks import expect_divides, expect_min_rank
 from ._errors import ConfigureLayerError, InferShapeError
 from ._layer import Layer
+from ._precision import compute_in
 from ._spec import Param
 from ._typing import Initializer
 
@@ -118,6 +119,7 @@ class MultiHeadAttention(Layer):
     kernel_init: Initializer = _IN_INIT
     out_kernel_init: Initializer = _OUT_INIT
     bias_init: Initializer = initializers.zeros
+    compute_dtype: Any = None  # what to compute in (flax's ``dtype``); None: as given
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_heads, int) or self.num_heads < 1:
@@ -150,6 +152,7 @@ class MultiHeadAttention(Layer):
         *,
         mask: jax.Array | None = None,
     ) -> jax.Array:
+        params, q, k, v = compute_in(self.compute_dtype, params, q, k, v)
         k = q if k is None else k
         v = k if v is None else v
         features = self.qkv_features or q.shape[-1]

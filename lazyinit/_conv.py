@@ -28,6 +28,7 @@ from ._checks import (
 )
 from ._errors import ConfigureLayerError
 from ._layer import Layer
+from ._precision import compute_in
 from ._spec import Param
 from ._typing import Initializer
 
@@ -109,6 +110,7 @@ class Conv(Layer):
     kernel_init: Initializer = initializers.lecun_normal()
     bias_init: Initializer = initializers.zeros
     axes: tuple[str | None, str | None] = ("embed", "mlp")
+    compute_dtype: Any = None  # what to compute in (flax's ``dtype``); None: as given
 
     def __post_init__(self) -> None:
         _check_options(self)
@@ -145,6 +147,7 @@ class Conv(Layer):
         return specs
 
     def __call__(self, params: Any, x: jax.Array) -> jax.Array:
+        params, x = compute_in(self.compute_dtype, params, x)
         n = params["kernel"].ndim - 2
         x, pads = self._pad_input(x, n)
         y = jax.lax.conv_general_dilated(

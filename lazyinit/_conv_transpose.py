@@ -18,6 +18,7 @@ from ._checks import explicit_pads, known_rank, spatial_shape, tuple_of
 from ._conv import Padding, _add_bias, _check_options, _dimension_numbers, _effective, _kernel_specs
 from ._errors import ConfigureLayerError, InferShapeError
 from ._layer import Layer
+from ._precision import compute_in
 from ._spec import Param
 from ._typing import Initializer
 
@@ -75,6 +76,7 @@ class ConvTranspose(Layer):
     kernel_init: Initializer = initializers.lecun_normal()
     bias_init: Initializer = initializers.zeros
     axes: tuple[str | None, str | None] = ("embed", "mlp")
+    compute_dtype: Any = None  # what to compute in (flax's ``dtype``); None: as given
 
     def __post_init__(self) -> None:
         _check_options(self)
@@ -163,6 +165,7 @@ class ConvTranspose(Layer):
         return specs
 
     def __call__(self, params: Any, x: jax.Array, *, output_size: Any = None) -> jax.Array:
+        params, x = compute_in(self.compute_dtype, params, x)
         n = params["kernel"].ndim - 2
         y = jax.lax.conv_general_dilated(
             x,

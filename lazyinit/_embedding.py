@@ -11,6 +11,7 @@ import numpy as np
 from . import initializers
 from ._errors import InferShapeError
 from ._layer import Layer
+from ._precision import compute_in
 from ._spec import Param
 from ._typing import Initializer
 
@@ -36,6 +37,7 @@ class Embedding(Layer):
     features: int
     embedding_init: Initializer = initializers.normal(1.0)
     axes: tuple[str | None, str | None] = ("vocab", "embed")
+    compute_dtype: Any = None  # what to compute in (flax's ``dtype``); None: as given
 
     def specs(self, ids: Any, *, attend: bool = False) -> dict[str, Param]:
         dtype = getattr(ids, "dtype", None)
@@ -49,6 +51,7 @@ class Embedding(Layer):
         return {"embedding": Param(shape, self.embedding_init, axes=self.axes)}
 
     def __call__(self, params: Any, ids: jax.Array, *, attend: bool = False) -> jax.Array:
+        params, ids = compute_in(self.compute_dtype, params, ids)
         if attend:
             return jnp.einsum("...f,vf->...v", ids, params["embedding"])
         return jnp.take(params["embedding"], ids, axis=0)

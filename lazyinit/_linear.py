@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from . import initializers
 from ._checks import expect_min_rank
 from ._layer import Layer
+from ._precision import compute_in
 from ._spec import Param
 from ._typing import Initializer
 
@@ -32,6 +33,7 @@ class Linear(Layer):
     kernel_init: Initializer = initializers.lecun_normal()
     bias_init: Initializer = initializers.zeros
     axes: tuple[str | None, str | None] = ("embed", "mlp")
+    compute_dtype: Any = None  # what to compute in (flax's ``dtype``); None: as given
 
     def specs(self, x: Any) -> dict[str, Param]:
         expect_min_rank(self, x, 1, "..., in_features")
@@ -43,6 +45,7 @@ class Linear(Layer):
         return specs
 
     def __call__(self, params: Any, x: jnp.ndarray) -> jnp.ndarray:
+        params, x = compute_in(self.compute_dtype, params, x)
         y = jnp.matmul(x, params["kernel"])
         if self.use_bias:
             y = y + jnp.reshape(params["bias"], (1,) * (y.ndim - 1) + (-1,))

@@ -12,6 +12,7 @@ from . import initializers
 from ._checks import channel_axis, expect_divides, expect_min_rank
 from ._errors import ConfigureLayerError
 from ._layer import Layer
+from ._precision import compute_in
 from ._spec import Param
 
 __all__ = ["LayerNorm", "RMSNorm", "GroupNorm"]
@@ -58,12 +59,14 @@ class LayerNorm(Layer):
     use_scale: bool = True
     use_bias: bool = True
     axes: tuple[str | None] = ("embed",)
+    compute_dtype: Any = None  # what to compute in (flax's ``dtype``); None: as given
 
     def specs(self, x: Any) -> dict[str, Param]:
         expect_min_rank(self, x, 1, "..., features")
         return _affine_specs(self, x.shape[-1], self.use_scale, self.use_bias)
 
     def __call__(self, params: Any, x: jax.Array) -> jax.Array:
+        params, x = compute_in(self.compute_dtype, params, x)
         y = _standardize(x, self.eps)
         y = y * _along_last(params["scale"], y.ndim) if self.use_scale else y
         return y + _along_last(params["bias"], y.ndim) if self.use_bias else y
@@ -81,12 +84,14 @@ class RMSNorm(Layer):
     eps: float = 1e-6
     use_scale: bool = True
     axes: tuple[str | None] = ("embed",)
+    compute_dtype: Any = None  # what to compute in (flax's ``dtype``); None: as given
 
     def specs(self, x: Any) -> dict[str, Param]:
         expect_min_rank(self, x, 1, "..., features")
         return _affine_specs(self, x.shape[-1], self.use_scale, False)
 
     def __call__(self, params: Any, x: jax.Array) -> jax.Array:
+        params, x = compute_in(self.compute_dtype, params, x)
         y = _rms_normalize(x, self.eps)
         return y * _along_last(params["scale"], y.ndim) if self.use_scale else y
 
@@ -105,6 +110,7 @@ class GroupNorm(Layer):
     affine: bool = True
     channels_first: bool = False
     axes: tuple[str | None] = ("embed",)
+    compute_dtype: Any = None  # what to compute in (flax's ``dtype``); None: as given
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_groups, int) or self.num_groups < 1:
@@ -119,6 +125,7 @@ class GroupNorm(Layer):
         return _affine_specs(self, c, self.affine, self.affine)
 
     def __call__(self, params: Any, x: jax.Array) -> jax.Array:
+        params, x = compute_in(self.compute_dtype, params, x)
         h = jnp.moveaxis(x, 1, -1) if self.channels_first else x
         c = h.shape[-1]
         g = jnp.reshape(h, (*h.shape[:-1], self.num_groups, c // self.num_groups))

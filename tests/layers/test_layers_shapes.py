@@ -90,6 +90,8 @@ CATALOGUE = {
         {"train": True},
     ),
     "residual": (li.Residual([li.LayerNorm(), li.Linear(6)]), lambda: (x(2, 6),), {}),
+    "repeat": (li.Repeat(li.Residual([li.LayerNorm(), li.Linear(6)]), 3), lambda: (x(2, 6),), {}),
+    "ensemble": (li.Ensemble(li.Linear(4), 3), lambda: (x(2, 6),), {}),
     "parallel": (
         li.Parallel([li.Linear(3), li.Sequential([li.Linear(2), li.relu])]),
         lambda: (x(2, 6),),
