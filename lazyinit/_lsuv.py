@@ -41,7 +41,8 @@ __all__ = ["lsuv", "warmup_stats"]
 
 
 def _refuse_holes(params: Params, what: str) -> dict[Path, Any]:
-    flat = _paths.flatten(params, _paths.is_leaf, what="params")
+    whole = _paths.is_hole(params)  # the lazy state of a model that names params only from input
+    flat = {(): params} if whole else _paths.flatten(params, _paths.is_leaf, what="params")
     holes = [_paths.join(p) for p, v in flat.items() if _paths.is_hole(v)]
     if holes:
         raise UninitializedParamError(
