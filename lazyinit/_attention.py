@@ -164,6 +164,7 @@ class MultiHeadAttention(Layer):
             )
         parts = self._parts(features, self.out_features or q.shape[-1])
         qh, kh, vh = (parts[n](params[n], x) for n, x in (("query", q), ("key", k), ("value", v)))
+        _, qh, kh, vh = compute_in(self.compute_dtype, None, qh, kh, vh)  # dry runs too
         if self.rotary:
             qh, kh = rotary(qh, self.rotary_base), rotary(kh, self.rotary_base)
         logits = jnp.einsum("...qhd,...khd->...hqk", qh / math.sqrt(qh.shape[-1]), kh)
@@ -175,4 +176,5 @@ class MultiHeadAttention(Layer):
         if allowed is not None:
             logits = jnp.where(allowed, logits, jnp.finfo(logits.dtype).min)
         weights = jax.nn.softmax(logits, axis=-1)
-        return parts["out"](params["out"], jnp.einsum("...hqk,...khd->...qhd", weights, vh))
+        y = parts["out"](params["out"], jnp.einsum("...hqk,...khd->...qhd", weights, vh))
+        return compute_in(self.compute_dtype, None, y)[1]

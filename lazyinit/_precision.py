@@ -38,12 +38,14 @@ def compute_in(dtype: Any, params: Any, *inputs: Any) -> tuple[Any, ...]:
     """``(params, *inputs)`` with every floating-point array cast to ``dtype`` (None: as is).
 
     Integer inputs (token ids) and integer params (counters) are left alone;
-    during a dry run ``params`` is the recorder's stand-in and is not touched.
+    during a dry run the recorder's stand-in casts the values it hands out.
     """
     if dtype is None:
         return (params, *inputs)
     dtype = np.dtype(dtype)
-    if not isinstance(params, _Node):
+    if isinstance(params, _Node):  # a dry run: values are cast as they are read
+        params = params.cast(dtype)
+    elif params is not None:
         params = jax.tree.map(lambda a: _cast(dtype, a), params)
     return (params, *(jax.tree.map(lambda a: _cast(dtype, a), x) for x in inputs))
 

@@ -116,11 +116,16 @@ class _Recorder:
 class _Node(Mapping):
     """``params`` as a layer sees it during a dry run: indexing records a path."""
 
-    __slots__ = ("_rec", "_rel")
+    __slots__ = ("_rec", "_rel", "_cast")
 
-    def __init__(self, recorder: _Recorder, rel: Path):
+    def __init__(self, recorder: _Recorder, rel: Path, cast: Any = None):
         self._rec = recorder
         self._rel = rel
+        self._cast = cast  # a layer's compute_dtype: floating values read are cast to it
+
+    def cast(self, dtype: Any) -> _Node:
+        """The same node, reading floating-point values as ``dtype`` (``compute_dtype``)."""
+        return _Node(self._rec, self._rel, dtype)
 
     @property
     def path(self) -> Path:
@@ -138,7 +143,11 @@ class _Node(Mapping):
             # Not cached: made inside a transform (jax.checkpoint), it must not leak out of it.
             param = self._rec.params[path]
             value = jnp.zeros(param.shape, param.dtype or DEFAULT_DTYPE)
-        return _Node(self._rec, path) if value is None else value
+        if value is None:
+            return _Node(self._rec, path, self._cast)
+        if self._cast is not None and jnp.issubdtype(value.dtype, jnp.floating):
+            return value.astype(self._cast)
+        return value
 
     def __contains__(self, name: object) -> bool:
         # A layer that declared its own params has exactly those (and the children it
@@ -198,12 +207,12 @@ _TOKEN = np.zeros((1,), np.float32)
 _TOKEN_KEY = jax.tree_util.GetAttrKey("lazyinit_params_stand_in")
 
 
-def _flatten(node: _Node) -> tuple[tuple[tuple[Any, Any], ...], tuple[_Recorder, Path]]:
-    return ((_TOKEN_KEY, _TOKEN),), (node._rec, node._rel)
+def _flatten(node: _Node) -> tuple[tuple[tuple[Any, Any], ...], tuple[_Recorder, Path, Any]]:
+    return ((_TOKEN_KEY, _TOKEN),), (node._rec, node._rel, node._cast)
 
 
-def _unflatten(aux: tuple[_Recorder, Path], leaves: Any) -> _Node:
-    recorder, rel = aux
+def _unflatten(aux: tuple[_Recorder, Path, Any], leaves: Any) -> _Node:
+    recorder, rel, cast = aux
     (token,) = leaves
     if getattr(token, "shape", None) == ():
         raise InferShapeError(
@@ -213,7 +222,7 @@ def _unflatten(aux: tuple[_Recorder, Path], leaves: Any) -> _Node:
             "vmap, or li.Repeat(block, n) for n blocks applied in sequence under scan; both "
             "declare the stacked axis and draw each slice as if unrolled."
         )
-    return _Node(recorder, rel)
+    return _Node(recorder, rel, cast)
 
 
 jax.tree_util.register_pytree_with_keys(_Node, _flatten, _unflatten)
