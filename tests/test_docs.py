@@ -132,3 +132,10 @@ def test_readme_is_short_and_its_test_command_is_what_ci_runs():
     assert tail.strip() == test_command.split(" && ", 1)[1].strip()
     for step in ["ruff check", "ruff format --check", "mypy lazyinit", "mkdocs build --strict"]:
         assert step in ci and step in readme, step
+
+
+def test_readme_links_point_at_files_that_exist():
+    readme = (ROOT / "README.md").read_text()
+    links = [l for l in re.findall(r"\]\(([^)#]+)\)", readme) if "://" not in l]
+    assert len(links) >= 10
+    assert [l for l in links if not (ROOT / l).exists()] == []
