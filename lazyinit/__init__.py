@@ -5,6 +5,7 @@ model abstractly on a sample input and materializes its parameters. See
 :mod:`lazyinit._tracer` for the lifecycle and its guarantees.
 """
 
+from . import errors as errors
 from . import initializers as initializers
 from ._activations import *  # noqa: F403
 from ._activations import __all__ as _activations
@@ -26,7 +27,9 @@ from ._conv_transpose import ConvTranspose as ConvTranspose
 from ._display import describe as describe
 from ._dropout import Dropout as Dropout
 from ._dry_run import dry_run as dry_run
+from ._dry_run import dry_run_with_report as dry_run_with_report
 from ._embedding import Embedding as Embedding
+from ._ensemble import Ensemble as Ensemble
 from ._errors import *  # noqa: F403
 from ._errors import __all__ as _errors
 from ._labels import labels as labels
@@ -34,26 +37,30 @@ from ._layer import Layer as Layer
 from ._linear import Linear as Linear
 from ._lsuv import lsuv as lsuv
 from ._lsuv import warmup_stats as warmup_stats
+from ._match import Report as Report
 from ._materialize import KEY_SCHEME as KEY_SCHEME
 from ._materialize import param_key as param_key
 from ._norm import GroupNorm as GroupNorm
 from ._norm import LayerNorm as LayerNorm
 from ._norm import RMSNorm as RMSNorm
 from ._paths import nest as nest
+from ._plan import plan as plan
 from ._pooling import AvgPool as AvgPool
 from ._pooling import GlobalAvgPool as GlobalAvgPool
 from ._pooling import MaxPool as MaxPool
+from ._precision import mixed_precision as mixed_precision
 from ._recorder import Call as Call
 from ._recorder import Trace as Trace
 from ._reinit import reinit as reinit
+from ._repeat import Repeat as Repeat
+from ._repeat import stack_layers as stack_layers
+from ._repeat import unstack_layers as unstack_layers
 from ._reshape import Flatten as Flatten
 from ._sequential import Sequential as Sequential
 from ._sharding import Plan as Plan
 from ._sharding import memory_plan as memory_plan
-from ._sharding import plan as plan
 from ._spec import Param as Param
 from ._spec import Uninitialized as Uninitialized
-from ._state import Report as Report
 from ._state import has_uninitialized as has_uninitialized
 from ._state import lazy_state as lazy_state
 from ._state import load_state as load_state
@@ -79,10 +86,12 @@ __all__ = [
     "TrainingCheckpoints",
     "describe",
     "dry_run",
+    "dry_run_with_report",
     "reinit",
     "lsuv",
     "warmup_stats",
     "labels",
+    "errors",
     "Layer",
     "Linear",
     "Conv",
@@ -104,6 +113,11 @@ __all__ = [
     "KEY_SCHEME",
     "param_key",
     "Sequential",
+    "Repeat",
+    "mixed_precision",
+    "Ensemble",
+    "stack_layers",
+    "unstack_layers",
     "Plan",
     "memory_plan",
     "plan",

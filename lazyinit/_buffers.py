@@ -26,10 +26,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import _paths
-from ._errors import InferShapeError, UpdateBuffersError
+from ._errors import UpdateBuffersError
 from ._recorder import _Node
-from ._state import _own_specs
-from ._tracer import trace
+from ._structure import trace_for
 from ._typing import Params, Path
 
 __all__ = ["apply", "update_buffers", "partition", "merge"]
@@ -100,32 +99,23 @@ def partition(
     """Splits ``params`` into ``(trainable, buffers)`` by the specs' ``trainable`` flags.
 
     Both halves keep the nesting; a leaf is in exactly one; :func:`merge`
-    undoes it. The flags are read from the model's specs without input; a
-    layer whose specs need to see the input to name its parameters needs a
-    sample, as for a dry run: ``li.partition(model, params, x)``.
+    undoes it. The flags come from the model's trace: on the sample when one
+    is given (``li.partition(model, params, x)``), else from the trace its dry
+    run cached, whose paths must be those of ``params``.
 
     Raises:
-      InferShapeError: no sample was given and a layer's specs need one.
+      InferShapeError: no sample was given and no cached trace of the model has
+        these params' paths (the structure would be a guess).
     """
-    if sample or sample_kwargs:
-        specs = trace(model, *sample, **sample_kwargs).params
-        frozen = {p for p, spec in specs.items() if not spec.trainable}
-    else:
-        frozen = set()
-
-        def walk(layer: Any, path: Path) -> None:
-            own = _own_specs(layer)
-            if own is None:
-                raise InferShapeError(
-                    f"li.partition cannot tell which parameters of {type(layer).__name__} at "
-                    f"{_paths.join(path)!r} are trainable without seeing an input: pass a sample, "
-                    "li.partition(model, params, x)."
-                )
-            frozen.update((*path, n) for n, p in own.items() if not p.trainable)
-            for name, child in layer.children().items():
-                walk(child, (*path, name))
-
-        walk(model, ())
+    t = trace_for(
+        model,
+        sample,
+        sample_kwargs,
+        what="li.partition",
+        example="li.partition(model, params, x)",
+        params=params,
+    )
+    frozen = {p for p, spec in t.params.items() if not spec.trainable}
     flat = _paths.flatten(params, lambda x: True, what="params")
     skeleton = _paths.subtrees(params)
     trainable = {p: v for p, v in flat.items() if p not in frozen}

@@ -21,11 +21,11 @@ import numpy as np
 from . import _checkpoint_format as _format
 from . import _paths
 from ._errors import InvalidArgumentError, StateMismatchError, WriteCheckpointError
-from ._materialize import placement
-from ._spec import Uninitialized
 from ._match import Report, describe_mismatch
 from ._match import report as _report
+from ._materialize import placement
 from ._paths import is_leaf
+from ._spec import Uninitialized
 from ._state import lazy_state
 from ._typing import Params, Path
 

@@ -23,10 +23,12 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ._layer import Layer
 from ._recorder import Call
+from ._sequential import Sequential
 from ._spec import Param
+from ._structure import trace_for
 from ._summary import fmt_tree
-from ._tracer import trace
 from ._typing import Path
 
 __all__ = ["describe", "Described", "INFERRED"]
@@ -86,8 +88,6 @@ def _show(value: Any) -> str:
 
 def _config(layer: Any) -> dict[str, str]:
     """The layer's non-default fields that are not layers, formatted."""
-    from ._layer import Layer
-
     out = {}
     for f in dataclasses.fields(layer):
         value = getattr(layer, f.name)
@@ -124,9 +124,7 @@ def describe(model: Any, /, *args: Any, **kwargs: Any) -> Described:
       (2): Linear(in_features=8, out_features=1)
     )
     """
-    from ._sequential import Sequential
-
-    t = trace(model, *args, **kwargs)
+    t = trace_for(model, args, kwargs, what="li.describe", example="li.describe(model, x)")
     calls: dict[Path, Call] = {}
     for call in t.calls:
         calls.setdefault(call.path, call)
@@ -187,14 +185,3 @@ class _Abstract:
         import numpy as np
 
         object.__setattr__(self, "dtype", np.dtype(self.dtype or np.float32))
-
-
-# ---------------------------------------------------------------------------
-# The treescope hook of Uninitialized (called from lazyinit._spec).
-
-
-def uninitialized_treescope(u: Any, path: str | None) -> Any:
-    from treescope import rendering_parts as parts
-
-    text = parts.custom_text_color(parts.text(repr(u)), "#b35900")
-    return parts.build_one_line_tree_node(text, path)

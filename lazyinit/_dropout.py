@@ -34,6 +34,9 @@ class Dropout(Layer):
         if not 0 <= self.rate <= 1:
             raise ConfigureLayerError(f"Dropout: `rate`={self.rate!r} must lie in [0, 1].")
 
+    def specs(self, x: Any) -> dict:
+        return {}  # no parameters: said here so that li.lazy_state knows without a sample
+
     def __call__(
         self, params: Any, x: jax.Array, *, train: bool = False, key: jax.Array | None = None
     ) -> jax.Array:

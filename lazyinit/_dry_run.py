@@ -1,41 +1,35 @@
-"""``dry_run``: trace the model on a sample, then materialize what is not there yet.
+"""``dry_run``: trace, targets, match, draw.
+
+1. **trace** the model on the sample (:mod:`lazyinit._tracer`): every path and spec;
+2. **targets**: the dtype and placement each parameter is to have (``dtype=``,
+   ``device=``, a mesh plan);
+3. **match** the given ``state`` against them by the load rules
+   (:mod:`lazyinit._match`): what is kept, what is still a hole;
+4. **draw** each hole from its initializer with its per-path key
+   (:mod:`lazyinit._materialize`).
 
 The lifecycle and its guarantees are told once, in :mod:`lazyinit._tracer`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
 import numpy as np
 
-from . import _materialize, _paths, _sharding
+from . import _match, _materialize, _paths, _sharding, _structure
 from ._errors import InvalidArgumentError, ReshardStateError, StateMismatchError
-from ._spec import Param, Uninitialized
-from ._state import Report, _report, describe_mismatch, is_leaf
+from ._match import Report, Target
+from ._recorder import Trace
+from ._spec import Param
+from ._state import flat_state
 from ._trace_cache import is_abstract
 from ._tracer import trace
 from ._typing import Params, Path, PerPath
 
-__all__ = ["dry_run"]
-
-
-def _policy(dtype: PerPath, path: Path, param: Param) -> Any:
-    """The ``dtype=`` choice for ``path``; it applies to floating-point parameters only, so a
-    counter declared int32 (BatchNorm's ``count``) stays an int."""
-    if param.dtype is not None and not np.issubdtype(param.dtype, np.floating):
-        return None
-    return _paths.resolve(dtype, path)
-
-
-def _covering(state: dict[Path, Any], path: Path) -> Path | None:
-    """The path of a placeholder of unknown structure that stands for ``path``'s layer."""
-    for i in range(len(path) - 1, -1, -1):
-        leaf = state.get(path[:i])
-        if isinstance(leaf, Uninitialized) and leaf.shape is None:
-            return path[:i]
-    return None
+__all__ = ["dry_run", "dry_run_with_report"]
 
 
 def dry_run(
@@ -44,7 +38,6 @@ def dry_run(
     /,
     *args: Any,
     state: Params | None = None,
-    strict: bool = True,
     dtype: PerPath = None,
     device: PerPath = None,
     jit: bool = False,
@@ -53,7 +46,7 @@ def dry_run(
     axes: PerPath = None,
     reshard: bool = False,
     **kwargs: Any,
-) -> Params | tuple[Params, Report]:
+) -> Params:
     """Infers every parameter's shape from a sample input and materializes the parameters.
 
     Args:
@@ -67,9 +60,6 @@ def dry_run(
       state: what is already known: loaded arrays, which are checked and kept
         bit for bit, and placeholders from :func:`lazyinit.lazy_state`,
         whose dtype and device are honoured. May be partial.
-      strict: whether paths in ``state`` that the model lacks are an error.
-        With ``strict=False`` they are ignored and the call returns
-        ``(params, report)`` saying what was kept, initialized and ignored.
       dtype: the dtype of every parameter, or a mapping of path patterns to
         dtypes (``{'*': 'float32', 'fc1': 'bfloat16'}``). Overrides the
         placeholders' and the specs' dtypes. Default: the spec's, else float32.
@@ -93,12 +83,13 @@ def dry_run(
         ``report.resharded``); by default it is an error.
 
     Returns:
-      The params, a nested dict of ``jax.Array`` (or ``ShapeDtypeStruct``);
-      ``(params, report)`` when ``strict=False``.
+      The params, a nested dict of ``jax.Array`` (or ``ShapeDtypeStruct``).
+      :func:`dry_run_with_report` also returns what was kept and initialized.
 
     Raises:
+      InvalidKeyError: ``key`` is not a PRNG key or seed (checked first).
       StateMismatchError: a leaf of ``state`` disagrees with its inferred shape
-        or dtype, or (strict) ``state`` has paths the model lacks. All offending
+        or dtype, or ``state`` has paths the model lacks. All offending
         paths are listed; nothing is overwritten.
       InferShapeError: a layer cannot handle the sample input.
       ShardParamError: a logical axis without a rule, a rule naming an axis
@@ -114,125 +105,194 @@ def dry_run(
     >>> jax.tree.map(jnp.shape, params)
     {'0': {'bias': (4,), 'kernel': (3, 4)}, '2': {'bias': (1,), 'kernel': (4, 1)}}
     """
-    t = trace(model, *args, **kwargs)
+    options = _Options(dtype, device, jit, mesh, rules, axes, reshard)
+    return _run(model, key, args, kwargs, state, True, options)[0]
+
+
+def dry_run_with_report(
+    model: Any,
+    key: Any,
+    /,
+    *args: Any,
+    state: Params | None = None,
+    strict: bool = True,
+    dtype: PerPath = None,
+    device: PerPath = None,
+    jit: bool = False,
+    mesh: Any = None,
+    rules: _sharding.Rules | None = None,
+    axes: PerPath = None,
+    reshard: bool = False,
+    **kwargs: Any,
+) -> tuple[Params, Report]:
+    """:func:`dry_run`, returning ``(params, report)``: what was kept, initialized and ignored.
+
+    With ``strict=False``, paths of ``state`` that the model lacks are ignored
+    and listed in ``report.unexpected`` instead of being an error: the way to
+    carry a checkpoint over to a changed model (a new head, an added block).
+
+    >>> import jax, jax.numpy as jnp, lazyinit as li
+    >>> old = li.dry_run(li.Linear(4), jax.random.key(0), jnp.ones((1, 3)))
+    >>> params, report = li.dry_run_with_report(
+    ...     li.Sequential([li.Linear(4)]), jax.random.key(1), jnp.ones((1, 3)),
+    ...     state={"0": old, "head": old}, strict=False)
+    >>> report.kept, report.unexpected
+    (('0/bias', '0/kernel'), ('head/bias', 'head/kernel'))
+    """
+    options = _Options(dtype, device, jit, mesh, rules, axes, reshard)
+    return _run(model, key, args, kwargs, state, strict, options)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    dtype: PerPath
+    device: PerPath
+    jit: bool
+    mesh: Any
+    rules: Any
+    axes: PerPath
+    reshard: bool
+
+
+def _run(
+    model: Any, key: Any, args: tuple, kwargs: dict, state: Any, strict: bool, o: _Options
+) -> tuple[Params, Report]:
     abstract = is_abstract((args, kwargs))
     root = _materialize.as_key(key, abstract=abstract)
-    if isinstance(
-        state, Uninitialized
-    ):  # the lazy state of a layer that needs its input to name params
-        have: dict[Path, Any] = {(): state}
+    t = trace(model, *args, **kwargs)
+    targets, planned = _targets(t, o, abstract)
+    have = flat_state(state, "state") if state is not None else {}
+    m = _match.match(
+        targets,
+        have,
+        abstract=abstract,
+        found="existing",
+        expected="inferred",
+        current="inferred",
+        cast_hint="convert it with li.load_state(..., cast=True) first",
+    )
+    problems = list(m.problems)
+    if strict and m.unexpected:
+        params_left = [p for p in t.params if p not in have]
+        problems += _match.unexpected_lines(
+            m, params_left, " in state: the model has no such parameter"
+        )
+        problems += _structure.contradictions(model, t)
+    _raise_if(problems, [])
+    out, moves, resharded, blocked = _place_kept(m.values, t, o, planned, abstract)
+    _raise_if(problems, blocked)
+    todo = {
+        path: (t.params[path], np.dtype(hole.dtype), _materialize.placement(_device(o, path, hole)))
+        for path, hole in m.holes.items()
+    }
+    for path, (_, want, _) in todo.items():
+        _materialize.check_dtype(path, want)
+    if abstract:
+        out.update({p: _materialize.abstract_leaf(*entry) for p, entry in todo.items()})
     else:
-        have = _paths.flatten(state, is_leaf, what="state") if state is not None else {}
-    if mesh is None and (rules is not None or axes is not None):
+        if planned and _sharding.spans_processes(o.mesh):
+            _sharding.agree_across_processes(
+                _sharding.fingerprint_rows(root, o.mesh, todo, m.taken)
+            )
+        out.update(_draw(root, todo, moves, out, jit=o.jit or bool(planned)))
+    params = _paths.unflatten({p: out[p] for p in t.params}, t.layers)
+    return params, _match.report(
+        kept=m.taken, initialized=list(todo), unexpected=m.unexpected, resharded=resharded
+    )
+
+
+def _targets(t: Trace, o: _Options, abstract: bool) -> tuple[dict[Path, Target], dict]:
+    """What each parameter is to be: its shape, the dtype chosen for it, its planned placement."""
+    if o.mesh is None and (o.rules is not None or o.axes is not None):
         raise InvalidArgumentError(
             "li.dry_run: rules= and axes= lay parameters out on a mesh; pass mesh= too."
         )
     planned = (
-        {} if mesh is None else _sharding.plan_shardings(t.params, mesh, rules, axes, abstract)
+        {}
+        if o.mesh is None
+        else _sharding.plan_shardings(t.params, o.mesh, o.rules, o.axes, abstract)
     )
+    targets = {
+        path: Target(
+            param.shape,
+            _policy(o.dtype, path, param),
+            np.dtype(param.dtype or np.float32),
+            planned.get(path),
+        )
+        for path, param in t.params.items()
+    }
+    return targets, planned
+
+
+def _policy(dtype: PerPath, path: Path, param: Param) -> np.dtype | None:
+    """The ``dtype=`` choice for ``path``; it applies to floating-point parameters only, so a
+    counter declared int32 (BatchNorm's ``count``) stays an int."""
+    if param.dtype is not None and not np.issubdtype(param.dtype, np.floating):
+        return None
+    chosen = _paths.resolve(dtype, path)
+    return None if chosen is None else np.dtype(chosen)
+
+
+def _device(o: _Options, path: Path, hole: Any) -> Any:
+    """``device=`` wins, then the placeholder's choice, then the mesh plan (in ``hole.device``)."""
+    return _paths.resolve(o.device, path) or hole.device
+
+
+def _place_kept(
+    values: dict[Path, Any], t: Trace, o: _Options, planned: dict, abstract: bool
+) -> tuple[dict[Path, Any], dict[Path, Any], list[Path], list[str]]:
+    """Kept leaves, with the moves their placement asks for and any refused resharding."""
+    out: dict[Path, Any] = {}
     moves: dict[Path, Any] = {}
     resharded: list[Path] = []
-    blocked: list[str] = []  # loaded arrays laid out otherwise, while reshard is false
-
-    out: dict[Path, Any] = {}
-    todo: dict[Path, tuple[Param, np.dtype, Any]] = {}
-    problems: list[str] = []
-    kept, used = [], set()
-    for path, param in t.params.items():
-        leaf = have.get(path)
-        cover = None if leaf is not None else _covering(have, path)
-        hint = (
-            leaf
-            if isinstance(leaf, Uninitialized)
-            else have.get(cover)
-            if cover is not None
-            else None
-        )
-        used.add(path if leaf is not None else cover)
-        want = np.dtype(
-            _policy(dtype, path, param)
-            or (hint.dtype if hint is not None and hint.dtype is not None else None)
-            or param.dtype
-            or np.float32
-        )
-        device_choice = (
-            _paths.resolve(device, path)
-            or (hint.device if hint is not None else None)
-            or planned.get(path)
-        )
-        sharding = _materialize.placement(device_choice)
-        _materialize.check_dtype(path, want)
-        if leaf is None or isinstance(leaf, Uninitialized):
-            if leaf is not None and not leaf.matches(param.shape):
-                problems.append(describe_mismatch(path, param, leaf, "inferred", "placeholder"))
-            elif abstract:
-                out[path] = _materialize.abstract_leaf(param, want, sharding)
-            else:
-                todo[path] = (param, want, sharding)
-            continue
-        if tuple(leaf.shape) != param.shape:
-            problems.append(describe_mismatch(path, leaf, param, "existing", "inferred"))
-        elif np.dtype(leaf.dtype) != want:
-            problems.append(
-                f"dtype mismatch for {_paths.join(path)!r}: existing {np.dtype(leaf.dtype).name}, "
-                f"inferred {want.name} (convert it with li.load_state(..., cast=True) first)"
-            )
+    blocked: list[str] = []
+    for path, leaf in values.items():
+        sharding = _materialize.placement(_paths.resolve(o.device, path) or planned.get(path))
+        if abstract:
+            out[path] = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+        elif sharding is not None and getattr(leaf, "sharding", None) != sharding:
+            out[path], moves[path] = leaf, sharding
+            moved = _sharding.reshard_problem(path, leaf, sharding)
+            if moved is not None and not o.reshard:
+                blocked.append(moved)
+            elif moved is not None:
+                resharded.append(path)
         else:
-            kept.append(path)
-            if abstract:
-                out[path] = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
-            elif sharding is not None and getattr(leaf, "sharding", None) != sharding:
-                out[path], moves[path] = leaf, sharding
-                moved = _sharding.reshard_problem(path, leaf, sharding)
-                if moved is not None and not reshard:
-                    blocked.append(moved)
-                elif moved is not None:
-                    resharded.append(path)
-            else:
-                out[path] = leaf
-    unexpected = [p for p in have if p not in used]
-    if strict:
-        params = [p for p in t.params if p not in have]
-        problems += [
-            f"unexpected key {_paths.join(p)!r} in state: the model has no such parameter"
-            f"{_paths.near_miss(p, params)}"
-            for p in unexpected
-        ]
-    if problems or blocked:
-        error = StateMismatchError if problems else ReshardStateError
-        problems += blocked
-        raise error(
-            f"The dry run found {len(problems)} problem(s) with the given state; nothing was "
-            "overwritten:\n  "
-            + "\n  ".join(problems)
-            + "\nLoad a state made for this model and input size, or drop the offending "
-            "entries to re-initialize them (strict=False ignores unexpected ones)."
-            + (
-                " Pass reshard=True to move loaded arrays to the planned layout (listed in "
-                "report.resharded), or load them with the planned shardings."
-                if blocked
-                else ""
-            ),
-            tuple(problems),
-        )
+            out[path] = leaf
+    return out, moves, resharded, blocked
 
-    if planned and not abstract and _sharding.spans_processes(mesh):
-        rows = _sharding.fingerprint_rows(root, mesh, todo, kept)
-        _sharding.agree_across_processes(rows)
-    for path, sharding in moves.items():
-        out[path] = jax.device_put(out[path], sharding)
-    if todo:
-        if jit or planned:
-            for group in _sharding.by_devices(todo):
-                out.update(_materialize.draw_all(root, group))
-        else:
-            for path, (param, want, sharding) in todo.items():
-                out[path] = _materialize.draw(root, path, param, want, sharding)
-    params = _paths.unflatten({p: out[p] for p in t.params}, t.layers)
-    if strict:
-        return params
-    kept_set = set(kept)
-    initialized = [p for p in t.params if p not in kept_set]
-    return params, _report(
-        kept=kept, initialized=initialized, unexpected=unexpected, resharded=resharded
+
+def _draw(
+    root: jax.Array, todo: dict, moves: dict[Path, Any], kept: dict[Path, Any], *, jit: bool
+) -> dict[Path, Any]:
+    """The holes drawn from their initializers, and the kept leaves moved where planned."""
+    out = {path: jax.device_put(kept[path], sharding) for path, sharding in moves.items()}
+    if jit:
+        for group in _sharding.by_devices(todo):
+            out.update(_materialize.draw_all(root, group))
+    else:
+        for path, (param, want, sharding) in todo.items():
+            out[path] = _materialize.draw(root, path, param, want, sharding)
+    return out
+
+
+def _raise_if(problems: list[str], blocked: list[str]) -> None:
+    if not problems and not blocked:
+        return
+    error = StateMismatchError if problems else ReshardStateError
+    lines = problems + blocked
+    raise error(
+        f"The dry run found {len(lines)} problem(s) with the given state; nothing was "
+        "overwritten:\n  "
+        + "\n  ".join(lines)
+        + "\nLoad a state made for this model and input size, or drop the offending "
+        "entries to re-initialize them (li.dry_run_with_report(..., strict=False) ignores "
+        "unexpected ones)."
+        + (
+            " Pass reshard=True to move loaded arrays to the planned layout (listed in "
+            "report.resharded), or load them with the planned shardings."
+            if blocked
+            else ""
+        ),
+        tuple(lines),
     )

@@ -8,45 +8,98 @@ import threading
 from collections.abc import Mapping
 from typing import Any, dataclass_transform
 
+import jax.numpy as jnp
+import numpy as np
+
 from . import _paths
+from ._dry_run import dry_run
 from ._errors import LazyInitError, ParamsMismatchError, UninitializedParamError
 from ._recorder import _Node
 from ._spec import Param, Uninitialized
+from ._state import lazy_state
+from ._trace_cache import _signature
 from ._tracer import trace, trace_call
+from ._typing import Params, Path
 
 __all__ = ["Layer"]
 
 _apply = threading.local()
 
 
-def _placeholders(tree: Any, prefix: tuple[str, ...] = ()) -> list[str]:
-    if isinstance(tree, Uninitialized):
-        return [_paths.join(prefix)]
-    if isinstance(tree, Mapping):
-        return [p for k, v in tree.items() for p in _placeholders(v, (*prefix, str(k)))]
-    return []
+def _leaves(tree: Any) -> tuple[tuple[Path, Any], ...]:
+    """``((path, leaf), ...)`` of a params tree, depth first, in one cheap walk."""
+    out: list[tuple[Path, Any]] = []
+
+    def walk(node: Any, prefix: Path) -> None:
+        if isinstance(node, Mapping):
+            for k, v in node.items():
+                walk(v, (*prefix, k))
+        else:
+            out.append((prefix, node))
+
+    walk(tree, ())
+    return tuple(out)
 
 
-def _deleted(tree: Any, prefix: tuple[str, ...] = ()) -> list[str]:
-    if isinstance(tree, Mapping):
-        return [p for k, v in tree.items() for p in _deleted(v, (*prefix, str(k)))]
-    return [_paths.join(prefix)] if _paths.is_deleted(tree) else []
+def _check_params(layer: Layer, params: Any, args: tuple, kwargs: dict) -> None:
+    """Refuses, before computing, params that are placeholders, deleted, or not the specs'.
+
+    The specs come from the layer's (cached) trace for these input shapes, so
+    under ``jax.jit`` the check costs nothing after tracing, and an eager call
+    that repeats a checked signature costs one walk of the params.
+    """
+    leaves = _leaves(params)
+    missing = [_paths.join(p) for p, v in leaves if isinstance(v, Uninitialized)]
+    if missing:
+        raise UninitializedParamError(
+            f"{type(layer).__name__} was called with uninitialized parameters: "
+            f"{', '.join(missing)}. Run li.dry_run(model, key, sample) (or load a state) "
+            "first and call the model with the params it returns."
+        )
+    gone = [_paths.join(p) for p, v in leaves if _paths.is_deleted(v)]
+    if gone:
+        raise _paths.deleted_error(f"params given to {type(layer).__name__}", gone)
+    try:
+        given = tuple((p, tuple(v.shape), v.dtype) for p, v in leaves)
+        key = (_signature((args, kwargs)), given)
+        hash(key)
+    except (AttributeError, TypeError):  # a leaf that is not an array: the call will say
+        return
+    checked: set[Any] = vars(layer).setdefault("_lazyinit_checked", set())
+    if key in checked:
+        return
+    why = _diagnose(layer, dict((p, (s, d)) for p, s, d in given), args, kwargs)
+    if why is not None:
+        raise ParamsMismatchError(why)
+    checked.add(key)
 
 
-def _diagnose(layer: Layer, params: Any, args: tuple, kwargs: dict) -> str | None:
-    """Why ``params`` does not fit ``layer`` for these inputs, or None if it seems to."""
+def _diagnose(
+    layer: Layer, given: dict[Path, tuple[tuple[int, ...], Any]], args: tuple, kwargs: dict
+) -> str | None:
+    """Why params with these paths, shapes and dtypes do not fit ``layer``, or None."""
     try:
         expected = trace(layer, *args, **kwargs).params
-        given = _paths.flatten(params, lambda x: hasattr(x, "shape"), what="params")
-    except Exception:
-        return None
+    except LazyInitError:
+        return None  # the call itself will raise the located error
     lines = [f"missing {_paths.join(p)!r} {s.shape}" for p, s in expected.items() if p not in given]
     lines += [f"unexpected {_paths.join(p)!r}" for p in given if p not in expected]
-    lines += [
-        f"{_paths.join(p)!r}: shape {tuple(given[p].shape)}, the model needs {s.shape}"
-        for p, s in expected.items()
-        if p in given and tuple(given[p].shape) != s.shape
-    ]
+    for p, spec in expected.items():
+        if p not in given:
+            continue
+        shape, dtype = given[p]
+        if shape != spec.shape:
+            lines.append(f"{_paths.join(p)!r}: shape {shape}, the model needs {spec.shape}")
+        elif spec.dtype is not None and np.dtype(dtype) != spec.dtype:
+            lines.append(
+                f"{_paths.join(p)!r}: dtype {np.dtype(dtype).name}, the model needs "
+                f"{spec.dtype.name}"
+            )
+        elif spec.dtype is None and not jnp.issubdtype(dtype, jnp.inexact):
+            lines.append(
+                f"{_paths.join(p)!r}: dtype {np.dtype(dtype).name}, the model needs a "
+                "floating-point dtype"
+            )
     if not lines:
         return None
     return (
@@ -87,26 +140,10 @@ def _traced(call: Any) -> Any:
             return trace_call(self, call, params, args, kwargs)
         if getattr(_apply, "depth", 0):
             return call(self, params, *args, **kwargs)
-        missing = _placeholders(params)
-        if missing:
-            raise UninitializedParamError(
-                f"{type(self).__name__} was called with uninitialized parameters: "
-                f"{', '.join(missing)}. Run li.dry_run(model, key, sample) (or load a state) "
-                "first and call the model with the params it returns."
-            )
-        gone = _deleted(params)
-        if gone:
-            raise _paths.deleted_error(f"params given to {type(self).__name__}", gone)
+        _check_params(self, params, args, kwargs)
         _apply.depth = 1
         try:
             return call(self, params, *args, **kwargs)
-        except LazyInitError:
-            raise
-        except Exception as e:
-            why = _diagnose(self, params, args, kwargs)
-            if why is None:
-                raise
-            raise ParamsMismatchError(why) from e
         finally:
             _apply.depth = 0
 
@@ -165,6 +202,8 @@ class Layer:
         """The parameters this layer needs for these inputs; none by default."""
         return {}
 
+    specs._lazyinit_default = True  # type: ignore[attr-defined]
+
     def __call__(self, params: Any, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must define __call__(self, params, ...).")
 
@@ -180,14 +219,12 @@ class Layer:
             if isinstance(getattr(self, f.name), Layer)
         }
 
-    def dry_run(self, key: Any, /, *args: Any, **kwargs: Any) -> Any:
-        """``li.dry_run(self, key, *args, **kwargs)``."""
-        from ._dry_run import dry_run
+    children._lazyinit_default = True  # type: ignore[attr-defined]
 
+    def dry_run(self, key: Any, /, *args: Any, **kwargs: Any) -> Params:
+        """``li.dry_run(self, key, *args, **kwargs)``."""
         return dry_run(self, key, *args, **kwargs)
 
-    def lazy_state(self, **kwargs: Any) -> Any:
-        """``li.lazy_state(self, **kwargs)``."""
-        from ._state import lazy_state
-
-        return lazy_state(self, **kwargs)
+    def lazy_state(self, *sample: Any, **kwargs: Any) -> Params | Uninitialized:
+        """``li.lazy_state(self, *sample, **kwargs)``."""
+        return lazy_state(self, *sample, **kwargs)

@@ -13,8 +13,28 @@ import fnmatch
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import jax
+import numpy as np
+
 from ._errors import DeletedParamError, InvalidTreeError
+from ._spec import Uninitialized
 from ._typing import Path, PathStr, PerPath
+
+
+def is_value(x: Any) -> bool:
+    """A leaf that holds numbers: a ``jax.Array`` (tracers too) or a numpy array or scalar."""
+    return isinstance(x, (jax.Array, np.ndarray, np.generic))
+
+
+def is_hole(x: Any) -> bool:
+    """A leaf without numbers: a placeholder, or a ``ShapeDtypeStruct`` (a hole whose shape,
+    dtype and sharding are all known)."""
+    return isinstance(x, (Uninitialized, jax.ShapeDtypeStruct))
+
+
+def is_leaf(x: Any) -> bool:
+    """What a params tree or a state may hold at a leaf: a value or a hole."""
+    return is_value(x) or is_hole(x)
 
 
 def is_deleted(x: Any) -> bool:

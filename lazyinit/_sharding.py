@@ -56,7 +56,7 @@ from ._errors import InvalidArgumentError, ProcessMismatchError, ShardParamError
 from ._spec import Param
 from ._typing import Params, Path, PerPath
 
-__all__ = ["Rules", "Plan", "plan", "plan_shardings", "memory_plan", "reshard_problem"]
+__all__ = ["Rules", "Plan", "plan_shardings", "memory_plan", "reshard_problem"]
 
 MeshAxes: TypeAlias = str | tuple[str, ...] | None
 Rules: TypeAlias = Mapping[str, MeshAxes] | Iterable[tuple[str, MeshAxes]]
@@ -331,37 +331,6 @@ def memory_plan(params: Params) -> Plan:
         for (p, s, d, sp, b), names in groups.items()
     )
     return Plan(_paths.unflatten(flat, _paths.subtrees(params)), devices, total, per_device, rows)
-
-
-def plan(
-    model: Any,
-    /,
-    *args: Any,
-    mesh: Any = None,
-    rules: Rules | None = None,
-    axes: PerPath = None,
-    dtype: PerPath = None,
-    **kwargs: Any,
-) -> Plan:
-    """Plans ``model``'s parameters on ``mesh`` from a sample signature, allocating nothing.
-
-    The sample may be arrays or ``jax.ShapeDtypeStruct``s; only shapes count.
-    ``mesh`` may be an ``AbstractMesh``, to plan for devices this machine lacks.
-    A repeated plan of the same model and signature reuses the cached trace.
-
-    >>> import jax, lazyinit as li
-    >>> mesh = jax.sharding.AbstractMesh((4, 2), ("fsdp", "tensor"))
-    >>> p = li.plan(li.Linear(1024), jax.ShapeDtypeStruct((8, 4096), "float32"),
-    ...             mesh=mesh, rules={"embed": "fsdp", "mlp": "tensor"})
-    >>> p.params["kernel"].sharding.spec, p.total_bytes, p.bytes_per_device
-    (P('fsdp', 'tensor'), 16781312, 2099200)
-    """
-    from ._dry_run import dry_run
-    from ._trace_cache import abstractify
-
-    args, kwargs = abstractify((args, kwargs))
-    params = dry_run(model, 0, *args, mesh=mesh, rules=rules, axes=axes, dtype=dtype, **kwargs)
-    return memory_plan(params)
 
 
 # ---------------------------------------------------------------------------

@@ -133,9 +133,15 @@ class Uninitialized:
         return f"Uninitialized(shape={shape}, dtype={dtype_name(self.dtype)}{device})"
 
     def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
-        from ._display import uninitialized_treescope
+        from treescope import rendering_parts as parts  # optional: only notebooks have it
 
-        return uninitialized_treescope(self, path)
+        text = parts.custom_text_color(parts.text(repr(self)), "#b35900")
+        return parts.build_one_line_tree_node(text, path)
+
+    @property
+    def aval(self) -> Any:
+        """Refused: ``jnp.zeros_like`` and friends read it, so they refuse too."""
+        return _refuse(self)
 
     # Guardrails: nothing may treat a placeholder as an array.
     __jax_array__ = __array__ = __bool__ = __float__ = __int__ = __index__ = _refuse

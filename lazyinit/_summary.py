@@ -23,10 +23,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from . import _paths
+from . import _match, _paths, _structure
+from ._match import Report, Target
 from ._spec import Uninitialized
-from ._state import Report, is_leaf
-from ._tracer import trace
+from ._state import flat_state
 from ._typing import Params, Path, PerPath, Shape
 
 __all__ = ["summary", "Summary", "Row", "ParamInfo", "STATUSES"]
@@ -303,18 +303,6 @@ def _status(p: ParamInfo) -> str:
 # Building a summary.
 
 
-def _status_of(leaf: Any, covered: bool, param_shape: Shape, loaded: set[Path], path: Path) -> str:
-    if leaf is None:
-        return "uninitialized" if covered else "missing"
-    if isinstance(leaf, Uninitialized):
-        return "uninitialized" if leaf.matches(param_shape) else "mismatch"
-    if tuple(leaf.shape) != param_shape:
-        return "mismatch"
-    if isinstance(leaf, jax.ShapeDtypeStruct):
-        return "abstract"
-    return "loaded" if path in loaded else "initialized"
-
-
 def summary(
     model: Any,
     /,
@@ -352,30 +340,49 @@ def summary(
     >>> print(s.caption()[0])
     21 parameters in 4 arrays, 84 B; 21 trainable, 0 non-trainable
     """
-    t = trace(model, *args, **kwargs)
+    t = _structure.trace_for(model, args, kwargs, what="li.summary", example="li.summary(model, x)")
     with_status = params is not None
-    flat = _paths.flatten(params, is_leaf, what="params") if with_status else {}
+    flat = flat_state(params, "params") if with_status else {}
     loaded = set()
     if report is not None:
         loaded = {tuple(p.split("/")) for p in (*report.loaded, *report.kept)}
+    # The statuses are the load rules' decisions (lazyinit._match), as a dry run would take them.
+    m = _match.match(
+        {
+            path: Target(param.shape, None, _structure.param_dtype(param, dtype, path))
+            for path, param in t.params.items()
+        },
+        flat,
+        abstract=True,
+        cast=True,
+    )
 
     infos: dict[Path, ParamInfo] = {}
     for path, param in t.params.items():
-        leaf = flat.get(path)
-        leaf_dtype = getattr(leaf, "dtype", None)
-        chosen = leaf_dtype or _paths.resolve(dtype, path) or param.dtype or np.float32
+        leaf = m.values.get(path, m.holes.get(path))
+        chosen = _structure.param_dtype(param, dtype, path)
         status = found = None
         if with_status:
-            covered = any(
-                isinstance(flat.get(path[:i]), Uninitialized) for i in range(1, len(path))
-            )
-            status = _status_of(leaf, covered, param.shape, loaded, path)
-            if status == "mismatch":
-                found = tuple(leaf.shape)
+            if path in m.missing:
+                status = "missing"
+            elif path in m.holes:
+                status = "uninitialized"
+            elif path in m.values:
+                leaf = flat[path]
+                chosen = np.dtype(leaf.dtype)
+                status = (
+                    "abstract"
+                    if isinstance(leaf, jax.ShapeDtypeStruct)
+                    else "loaded"
+                    if path in loaded
+                    else "initialized"
+                )
+            else:
+                status, found = "mismatch", tuple(getattr(flat[path], "shape", None) or ())
+        if isinstance(leaf, Uninitialized) and leaf.dtype is not None:
+            chosen = np.dtype(leaf.dtype)
         infos[path] = ParamInfo(path, param.shape, np.dtype(chosen), param.trainable, status, found)
-    unexpected = tuple(
-        p for p in flat if p not in infos and not any(q[: len(p)] == p for q in infos)
-    )
+    unexpected = tuple(m.unexpected)
 
     shown = [c for c in t.calls if depth is None or len(c.path) <= depth]
     seen_paths: set[Path] = set()

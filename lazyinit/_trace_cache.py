@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _materialize
+
 __all__ = ["clear_cache", "abstractify", "is_abstract"]
 
 
@@ -66,14 +68,38 @@ class _LRU(collections.OrderedDict):
 
 
 _CACHE = _LRU(4096)
+_BY_MODEL = _LRU(1024)  # model -> {signature: Trace}, most recent last
+
+
+def remember(model: Any, key: Any, t: Any) -> None:
+    """Records ``t`` as a trace of ``model`` (for functions that get no sample)."""
+    if key is None:
+        return
+    model_key = key[:2]
+    seen = _BY_MODEL.get(model_key)
+    if seen is None:
+        seen = collections.OrderedDict()
+        _BY_MODEL.put(model_key, seen)
+    seen.pop(key, None)
+    seen[key] = t
+    while len(seen) > 8:
+        seen.popitem(last=False)
+
+
+def traces_of(model: Any) -> list[Any]:
+    """The cached traces of ``model``, most recent first."""
+    try:
+        seen = _BY_MODEL.get((type(model), model))
+    except TypeError:  # an unhashable model is never cached
+        return []
+    return list(reversed(seen.values())) if seen else []
 
 
 def clear_cache() -> None:
     """Forgets every cached trace and compiled initializer (they are only ever reused for
     equal layers and inputs, so this frees memory; it never changes a result)."""
-    from . import _materialize
-
     _CACHE.clear()
+    _BY_MODEL.clear()
     _materialize.clear_cache()
 
 

@@ -66,6 +66,7 @@ from ._trace_cache import (
     _is_array,
     _rebuild,
     abstractify,
+    remember,
 )
 from ._typing import Path
 
@@ -275,4 +276,5 @@ def trace(model: Any, *args: Any, **kwargs: Any) -> Trace:
     if not getattr(t, "_checked", False):
         _check_collisions(t)
         object.__setattr__(t, "_checked", True)  # a cached trace is checked once
+    remember(model, key, t)
     return t

@@ -24,7 +24,7 @@ def _same(a, b):
 def test_dry_run_keeps_loaded_leaves_bit_for_bit_and_initializes_the_rest(key):
     full = li.dry_run(LazyMLP(), key, X)
     partial = {"fc1": {"kernel": full["fc1"]["kernel"] + 1.0}}
-    params, report = li.dry_run(LazyMLP(), key, X, state=partial, strict=False)
+    params, report = li.dry_run_with_report(LazyMLP(), key, X, state=partial, strict=False)
     np.testing.assert_array_equal(params["fc1"]["kernel"], full["fc1"]["kernel"] + 1.0)
     np.testing.assert_array_equal(params["fc2"]["kernel"], full["fc2"]["kernel"])
     assert report.kept == ("fc1/kernel",)
@@ -73,7 +73,7 @@ def test_unexpected_keys_are_an_error_when_strict_and_reported_otherwise(key):
         li.StateMismatchError, match=r"unexpected key 'fc1/weight'.*did you mean 'fc1/kernel'"
     ):
         li.dry_run(LazyMLP(), key, X, state=state)
-    params, report = li.dry_run(LazyMLP(), key, X, state=state, strict=False)
+    params, report = li.dry_run_with_report(LazyMLP(), key, X, state=state, strict=False)
     assert report.unexpected == ("fc1/weight", "fc3/kernel")
     assert report.kept == ("fc1/bias", "fc2/bias", "fc2/kernel")
     assert report.initialized == ("fc1/kernel",)

@@ -262,7 +262,7 @@ def test_row16_load_into_a_model_never_dry_run_then_dry_run_keeps_it(params):
 
 def test_row17_partial_load_then_dry_run_initializes_only_the_rest(params):
     state, _ = li.load_state(li.lazy_state(MLP()), {"fc1": params["fc1"]}, strict=False)
-    out, report = li.dry_run(MLP(), jax.random.key(5), X, state=state, strict=False)
+    out, report = li.dry_run_with_report(MLP(), jax.random.key(5), X, state=state, strict=False)
     assert unchanged(params["fc1"], out["fc1"])
     assert report.kept == ("fc1/bias", "fc1/kernel")
     assert report.initialized == ("fc2/bias", "fc2/kernel")

@@ -5,10 +5,13 @@ other library's state, with a function each way (a transpose, a split, a
 reshape). Rules come from a converter registered per layer type; a layer
 without one maps each of its parameters to an entry of the same name, as is.
 
-*Planning* finds which layer owns which parameter: from ``li.trace(model,
-*sample)`` when a sample is given (its calls name every layer, its params
-give every shape), else by walking ``layer.children()`` with the shapes of
-the params being exported. A registered layer claims every parameter below
+*Planning* finds which layer owns which parameter from the model's trace
+(:mod:`lazyinit._structure`): on the sample when one is given, else the trace
+a dry run cached. Importing without either (PyTorch's own flow: a full state
+loaded into a lazy model) uses the structure derived from the layers' specs
+and fields when it is complete, and the shapes of the incoming entries for
+the dims that depend on the input; a later dry run checks it against the
+trace. A registered layer claims every parameter below
 its path, so a converter may regroup its children's parameters (attention's
 packed ``in_proj_weight``).
 
@@ -30,10 +33,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _paths
-from .._errors import ConvertStateError
+from .. import _paths, _structure
+from .._errors import ConvertStateError, InferShapeError
+from .._match import Report
+from .._recorder import Trace
 from .._spec import Uninitialized
-from .._state import Report, _own_specs
+from .._trace_cache import traces_of
 from .._tracer import trace
 from .._typing import Path
 
@@ -108,6 +113,8 @@ class Framework:
       show: how an entry's path prints (``'fc1.weight'``, ``'params/fc1/kernel'``).
       split: how a module path written by the user splits into names (``rename=``).
       hint: ``(found_shape, expected_shape) -> str``, a hint for a size mismatch.
+      module_of: the module path of an entry's path (for the ``rename=`` hint).
+      importer, exporter: the public functions' names, for messages.
     """
 
     name: str
@@ -119,6 +126,9 @@ class Framework:
     show: Callable[[Path], str]
     split: Callable[[str], Path]
     hint: Callable[[tuple, tuple], str]
+    module_of: Callable[[Path], Path] = lambda path: path[:-1]
+    importer: str = "the import"
+    exporter: str = "the export"
 
     def converter(self, layer: Any) -> Callable[[Any, dict[Path, Leaf]], list[Rule]] | None:
         for cls in type(layer).__mro__:
@@ -140,20 +150,7 @@ class _Planned:
     layer: str  # e.g. "Linear at 'fc1'"
 
 
-def _walk(model: Any) -> dict[Path, Any]:
-    layers: dict[Path, Any] = {}
-
-    def visit(layer: Any, path: Path) -> None:
-        layers.setdefault(path, layer)
-        for name, child in layer.children().items():
-            visit(child, (*path, name))
-
-    visit(model, ())
-    return layers
-
-
-def _leaves_from_trace(model: Any, args: tuple, kwargs: dict) -> tuple[dict, dict]:
-    t = trace(model, *args, **kwargs)
+def _leaves_from_trace(t: Trace) -> tuple[dict, dict]:
     layers: dict[Path, Any] = {}
     for call in t.calls:
         layers.setdefault(call.path, call.layer)
@@ -164,15 +161,32 @@ def _leaves_from_trace(model: Any, args: tuple, kwargs: dict) -> tuple[dict, dic
     return layers, leaves
 
 
-def _leaves_from_params(model: Any, params: Mapping) -> tuple[dict, dict]:
-    layers = _walk(model)
-    frozen = set()
-    for path, layer in layers.items():
-        own = _own_specs(layer) or {}
-        frozen.update((*path, n) for n, p in own.items() if not p.trainable)
-    flat = _paths.flatten(params, lambda x: hasattr(x, "shape"), what="params")
-    leaves = {p: Leaf(tuple(v.shape), np.dtype(v.dtype), p not in frozen) for p, v in flat.items()}
-    return layers, leaves
+def _leaves_for_import(model: Any, args: tuple, kwargs: dict, what: str) -> tuple[dict, dict]:
+    """The trace on the sample, else a cached trace, else the derived structure if complete."""
+    if args or kwargs:
+        return _leaves_from_trace(trace(model, *args, **kwargs))
+    cached = traces_of(model)
+    if cached:
+        return _leaves_from_trace(cached[0])
+    specs = _structure.derived_specs(model)
+    unknown = [p for p, spec in specs.items() if spec is None]
+    if unknown:
+        layers = _structure.derived_layers(model)
+        where = ", ".join(
+            f"{type(layers[p]).__name__} at {_paths.join(p)!r}" if p in layers else repr(p)
+            for p in unknown
+        )
+        raise InferShapeError(
+            f"{what} cannot know the parameter paths of {where} without tracing the model "
+            "(its children are built inside __call__, or its specs need the input to name "
+            f"them). Pass a sample as for li.dry_run: {what}(model, state, x)."
+        )
+    leaves = {
+        p: Leaf(spec.shape, np.dtype(spec.dtype or np.float32), spec.trainable)
+        for p, spec in specs.items()
+        if spec is not None
+    }
+    return _structure.derived_layers(model), leaves
 
 
 def _module_path(rename: Any, split: Callable[[str], Path], path: Path) -> Path:
@@ -239,12 +253,38 @@ def plan(
     return out
 
 
-def _expected(item: _Planned) -> tuple[tuple[int, ...], ...]:
-    """The shapes ``item``'s entries must have in the other library, from its export function."""
+def _expected(item: _Planned, state: Mapping[Path, Any] | None = None) -> tuple[tuple, ...]:
+    """The shapes ``item``'s entries must have in the other library, from its export function.
+
+    Where a leaf's shape still has unknown dims (a structure derived without a
+    sample), the entries' own shapes are taken when the import function turns
+    them into shapes that agree with every known dim.
+    """
     if not item.leaves:
         return tuple(tuple(np.shape(v)) for v in item.rule.to_other())
+    if any(d is None for l in item.leaves for d in l.shape):
+        return _from_entries(item, state or {})
     avals = [jax.ShapeDtypeStruct(l.shape, l.dtype) for l in item.leaves]
     return tuple(tuple(o.shape) for o in jax.eval_shape(item.rule.to_other, *avals))
+
+
+def _from_entries(item: _Planned, state: Mapping[Path, Any]) -> tuple[tuple, ...]:
+    found = tuple(tuple(np.shape(state[o])) if o in state else None for o in item.other)
+    if None in found:
+        return tuple(f or () for f in found)
+    avals = [jax.ShapeDtypeStruct(f, np.float32) for f in found]
+    try:
+        lazy = jax.eval_shape(item.rule.to_lazy, *avals)
+    except Exception:
+        return tuple(("?",) for _ in found)  # cannot be turned into the layer's params
+    agree = all(
+        len(l.shape) == len(o.shape) and all(k is None or k == d for k, d in zip(l.shape, o.shape))
+        for l, o in zip(item.leaves, lazy)
+    )
+    if agree:
+        return tuple(f for f in found if f is not None)
+    known = tuple(tuple("?" if d is None else d for d in l.shape) for l in item.leaves)
+    return tuple(("?",) + k for k in known)  # never equal to a found shape: a size mismatch
 
 
 def _raise(what: str, problems: list[str]) -> None:
@@ -276,14 +316,14 @@ def import_state(
     ``problems`` may already hold lines found while reading ``state``; they
     are reported together with the rest.
     """
-    layers, leaves = _leaves_from_trace(model, args, kwargs)
+    layers, leaves = _leaves_for_import(model, args, kwargs, fw.importer)
     planned = plan(fw, model, leaves, layers, rename)
     used: set[Path] = set()
     ready: list[_Planned] = []
     missing: list[Path] = []
     absent: list[tuple[Path, _Planned, tuple]] = []
     for item in planned:
-        expected = _expected(item)
+        expected = _expected(item, state)
         used.update(o for o in item.other if o in state)
         gone = [(o, item, e) for o, e in zip(item.other, expected) if o not in state]
         if gone:
@@ -313,6 +353,8 @@ def import_state(
             f"{_near(fw, k, [o for o, _, _ in absent])}"
             for k in unexpected
         )
+        if rename is None:
+            problems.extend(_rename_hint(fw, [o for o, _, _ in absent], unexpected))
     _raise(f"{fw.noun} into {type(model).__name__}", problems)
 
     flat: dict[Path, Any] = {}
@@ -332,6 +374,26 @@ def _for(item: _Planned) -> str:
     if not item.lazy:
         return f"{item.layer} (an entry lazyinit does not keep)"
     return f"{item.layer}, parameter {', '.join(repr(_paths.join(p)) for p in item.lazy)}"
+
+
+def _rename_hint(fw: Framework, missing: list[Path], unexpected: list[Path]) -> list[str]:
+    """A ``rename=`` suggestion when the missing and the unexpected entries sit under different
+    modules (``fc1.weight`` against ``0.weight``): the names differ in structure, not spelling."""
+    ours = list(dict.fromkeys(fw.module_of(o) for o in missing))
+    theirs = list(dict.fromkeys(fw.module_of(k) for k in unexpected))
+    if not ours or not theirs or set(ours) & set(theirs):
+        return []
+    if len(ours) == len(theirs):
+        pairs = ", ".join(f"{'/'.join(a)!r}: {fw.show(b)!r}" for a, b in zip(ours, theirs))
+        example = f"rename={{{pairs}}}"
+    else:
+        example = f"rename={{{'/'.join(ours[0])!r}: {fw.show(theirs[0])!r}, ...}}"
+    return [
+        f"the model's layers ({', '.join(repr('/'.join(a)) for a in ours)}) have no entries and "
+        f"the state has entries under other modules ({', '.join(repr(fw.show(b)) for b in theirs)}): "
+        f"if they are the same layers under other names, map lazyinit layer paths to {fw.name} "
+        f"module paths with {example} (in call order; check the pairs)"
+    ]
 
 
 def _near(fw: Framework, key: Path, candidates: list[Path]) -> str:
@@ -365,7 +427,7 @@ def export_state(
             )
     _raise(f"{type(model).__name__}'s params to {fw.noun}", problems)
     if args or kwargs:
-        layers, leaves = _leaves_from_trace(model, args, kwargs)
+        layers, leaves = _leaves_from_trace(trace(model, *args, **kwargs))
         for p, leaf in leaves.items():
             if p not in flat:
                 problems.append(f"missing parameter {_paths.join(p)!r} {leaf.shape}")
@@ -381,7 +443,15 @@ def export_state(
         )
         _raise(f"{type(model).__name__}'s params to {fw.noun}", problems)
     else:
-        layers, leaves = _leaves_from_params(model, params)
+        t = _structure.trace_for(
+            model,
+            args,
+            kwargs,
+            what=fw.exporter,
+            example=f"{fw.exporter}(model, params, x)",
+            params=params,
+        )
+        layers, leaves = _leaves_from_trace(t)
 
     out: dict[Path, jax.Array] = {}
     for item in plan(fw, model, leaves, layers, rename):

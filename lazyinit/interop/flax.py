@@ -34,6 +34,7 @@ lazyinit model whose layer names mirror the flax module's submodule names
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -286,7 +287,15 @@ FRAMEWORK = Framework(
     show="/".join,
     split=lambda module: tuple(module.split("/")) if module else (),
     hint=_hint,
+    module_of=lambda path: path[1:-1],  # ('params', *module, name)
+    importer="from_flax_variables",
+    exporter="to_flax_variables",
 )
+
+
+def _natural(item: tuple[Path, Any]) -> list:
+    """Orders ``Dense_2`` before ``Dense_10``: compact names number submodules in call order."""
+    return [[int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)] for n in item[0]]
 
 
 def from_flax_variables(
@@ -297,8 +306,8 @@ def from_flax_variables(
     strict: bool = True,
     rename: Mapping[str, str] | Callable[[str], str] | None = None,
     **kwargs: Any,
-) -> Params | tuple[Params, Report]:
-    """flax variables (``module.init(...)``'s result) as lazyinit params for ``model``.
+) -> tuple[Params, Report]:
+    """flax variables (``module.init(...)``'s result) as lazyinit params for ``model``: ``(params, report)``.
 
     The lazyinit model's layer paths name the flax submodules (``fc1`` is
     ``params/fc1``); ``rename`` maps the rest (``{'fc1': 'Dense_0'}``). The
@@ -311,12 +320,12 @@ def from_flax_variables(
     >>> import jax, jax.numpy as jnp, flax.linen as nn, lazyinit as li
     >>> from lazyinit.interop.flax import from_flax_variables
     >>> variables = nn.Dense(4).init(jax.random.key(0), jnp.ones((2, 3)))
-    >>> params = from_flax_variables(li.Linear(4), variables, jnp.ones((2, 3)))
+    >>> params, report = from_flax_variables(li.Linear(4), variables, jnp.ones((2, 3)))
     >>> jax.tree.map(jnp.shape, params)
     {'bias': (4,), 'kernel': (3, 4)}
     """
     _register_builtins()
-    flat = {p: meta.unbox(v) for p, v in _walk_variables(variables)}
+    flat = {p: meta.unbox(v) for p, v in sorted(_walk_variables(variables), key=_natural)}
     problems = [
         f"{_paths.join(p)!r} is a {type(v).__name__}, not an array"
         for p, v in flat.items()
@@ -326,7 +335,7 @@ def from_flax_variables(
     params, report = _convert.import_state(
         FRAMEWORK, model, flat, sample, kwargs, strict=strict, rename=rename, problems=problems
     )
-    return params if strict else (params, report)
+    return params, report
 
 
 def to_flax_variables(

@@ -244,6 +244,8 @@ FRAMEWORK = Framework(
     show=".".join,
     split=_split,
     hint=_hint,
+    importer="from_torch_state_dict",
+    exporter="to_torch_state_dict",
 )
 
 
@@ -333,7 +335,7 @@ def from_torch_state_dict(
     rename: Rename = None,
     dtype: Any = None,
     **kwargs: Any,
-) -> Params | tuple[Params, Report]:
+) -> tuple[Params, Report]:
     """A PyTorch state dict as lazyinit params for ``model``, each layer's layout converted.
 
     Args:
@@ -345,8 +347,8 @@ def from_torch_state_dict(
         ``li.dry_run``: it says which layer owns each parameter and which
         shape each entry must have (a ``jax.ShapeDtypeStruct`` is enough).
       strict: whether entries missing from the state dict, or that the model
-        has no place for, are errors. With ``strict=False`` the call returns
-        ``(params, report)``, the params holding what was converted.
+        has no place for, are errors. With ``strict=False`` the params hold
+        what was converted and the report lists what was missing and unexpected.
       rename: where the torch module's names differ from the model's: a
         mapping from lazyinit layer paths to torch module paths
         (``{'encoder/fc': 'enc.0'}``, longest prefix wins; ``{'': 'module'}``
@@ -354,8 +356,9 @@ def from_torch_state_dict(
       dtype: converts every floating-point entry to this dtype.
 
     Returns:
-      A nested dict of ``jax.Array`` for ``li.dry_run(model, key, x, state=...)``
-      or ``li.load_state``; ``(params, report)`` when ``strict=False``.
+      ``(params, report)``: a nested dict of ``jax.Array`` for
+      ``li.dry_run(model, key, x, state=params)`` or ``li.load_state``, and an
+      ``li.Report`` (``loaded``, ``missing``, ``unexpected``), as ``li.load`` returns.
 
     Raises:
       ConvertStateError: listing every missing, unexpected, uninitialized or
@@ -365,9 +368,11 @@ def from_torch_state_dict(
     >>> from lazyinit.interop.torch import from_torch_state_dict
     >>> torch_mlp = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
     >>> model = li.Sequential([li.Linear(4), li.relu, li.Linear(1)])
-    >>> params = from_torch_state_dict(model, torch_mlp, jnp.ones((2, 3)))
+    >>> params, report = from_torch_state_dict(model, torch_mlp, jnp.ones((2, 3)))
     >>> jax.tree.map(jnp.shape, params)
     {'0': {'bias': (4,), 'kernel': (3, 4)}, '2': {'bias': (1,), 'kernel': (4, 1)}}
+    >>> report.loaded
+    ('0/bias', '0/kernel', '2/bias', '2/kernel')
     """
     _register_builtins()
     raw = read_state_dict(state_dict)
@@ -390,7 +395,7 @@ def from_torch_state_dict(
         rename=rename,
         problems=problems,
     )
-    return params if strict else (params, report)
+    return params, report
 
 
 def to_torch_state_dict(
