@@ -42,7 +42,9 @@ __all__ = ["lsuv", "warmup_stats"]
 
 def _refuse_holes(params: Params, what: str) -> dict[Path, Any]:
     whole = _paths.is_hole(params)  # the lazy state of a model that names params only from input
-    flat = {(): params} if whole else _paths.flatten(params, _paths.is_leaf, what="params")
+    flat: dict[Path, Any] = (
+        {(): params} if whole else _paths.flatten(params, _paths.is_leaf, what="params")
+    )
     holes = [_paths.join(p) for p, v in flat.items() if _paths.is_hole(v)]
     if holes:
         raise UninitializedParamError(
@@ -90,6 +92,13 @@ def _output_of(model: Any, params: Params, args: tuple, kw: dict, path: Path, la
         model(params, *args, **kw)
     finally:
         sys.setprofile(previous)
+    if not seen:
+        raise RescaleLayerError(
+            f"li.lsuv cannot see the output of {type(layer).__name__} at {_paths.join(path)!r}: it "
+            "is called on a slice of its params (inside li.Repeat, li.Ensemble, jax.vmap or "
+            "jax.lax.scan), and LSUV rescales layers called with their own sub-dict. Apply "
+            "li.lsuv to the unrolled model (li.unstack_layers), then stack the result back."
+        )
     return seen[0]
 
 

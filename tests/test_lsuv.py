@@ -99,6 +99,13 @@ def test_lsuv_says_when_it_does_not_converge():
         li.lsuv(model, params, X, max_iters=1, tol=1e-6)
 
 
+def test_lsuv_refuses_layers_called_on_a_slice_of_their_params():
+    model = li.Sequential([li.Linear(8), li.Repeat(li.Sequential([li.Linear(8), li.tanh]), 2)])
+    params = li.dry_run(model, jax.random.key(0), X)
+    with pytest.raises(li.RescaleLayerError, match=r"output of Linear at '1/0'.*inside li.Repeat"):
+        li.lsuv(model, params, X)
+
+
 def hand_stats(batches, kernel, bias):
     """Mean and unbiased variance of each batch's Linear output, averaged over batches."""
     outs = [np.asarray(b) @ np.asarray(kernel) + np.asarray(bias)[None] for b in batches]
