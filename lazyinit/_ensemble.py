@@ -58,13 +58,11 @@ class Ensemble(Layer):
             y = record_stacked(params, self.layer, self.n, self.axis, one, with_key(kwargs, 0))
             return jax.tree.map(lambda a: jnp.broadcast_to(a, (self.n, *a.shape)), y)
 
-        def step(p: Params, i: Any, *a: Any) -> Any:
-            return self.layer(p, *a, **with_key(kwargs, i))
+        def step(p: Params, *a: Any) -> Any:
+            return self.layer(p, *a, **with_key(kwargs, jax.lax.axis_index("copy")))
 
-        in_axes = (0, 0, *([0 if self.map_inputs else None] * len(args)))
-        y, updates = jax.vmap(scan_updates(step), in_axes=in_axes)(
-            params, jnp.arange(self.n), *args
-        )
+        in_axes = (0, *([0 if self.map_inputs else None] * len(args)))
+        y, updates = jax.vmap(scan_updates(step), in_axes=in_axes, axis_name="copy")(params, *args)
         report_updates(params, updates)
         return y
 

@@ -184,6 +184,9 @@ def _slice(leaf: Any, i: int) -> Any:
         return jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype)
     if isinstance(leaf, Uninitialized):
         return Uninitialized(leaf.shape[1:], leaf.dtype, leaf.device)
+    spec = getattr(getattr(leaf, "sharding", None), "spec", None)
+    if spec and spec[0] is not None:  # the stacked axis is sharded: slice on the host
+        return np.asarray(leaf)[i]
     return leaf[i]
 
 

@@ -1,0 +1,11 @@
+"""li.Repeat / li.Ensemble sharding on 8 simulated CPU devices, in a child pytest."""
+
+import re
+
+from sharding_child import pytest_command, run
+
+
+def test_repeat_and_ensemble_on_eight_devices():
+    (out,) = run([pytest_command("tests/sharding/repeat_devices.py")], devices=8, timeout=300)
+    passed = re.search(r"(\d+) passed", out)
+    assert passed and int(passed.group(1)) == 5 and "skipped" not in out, out
