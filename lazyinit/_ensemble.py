@@ -44,6 +44,14 @@ class Ensemble(Layer):
         check_count("li.Ensemble", self.layer, self.n)
         object.__setattr__(self, "n", int(self.n))
 
+    @property
+    def stacked_layer(self) -> Layer:
+        """The layer copied ``n`` times (``li.summary`` shows one row, ``<layer> x<n>``)."""
+        return self.layer
+
+    def summary_label(self) -> str:
+        return f"{type(self).__name__}: {type(self.layer).__name__} x{self.n}"
+
     def children(self) -> dict[str, Layer]:
         return {}  # the layer's params are this layer's own, stacked: no key of their own
 

@@ -126,6 +126,14 @@ class Repeat(Layer):
         check_count("li.Repeat", self.block, self.n)
         object.__setattr__(self, "n", int(self.n))
 
+    @property
+    def stacked_layer(self) -> Layer:
+        """The layer copied ``n`` times (``li.summary`` shows one row, ``<layer> x<n>``)."""
+        return self.block
+
+    def summary_label(self) -> str:
+        return f"{type(self).__name__}: {type(self.block).__name__} x{self.n}"
+
     def children(self) -> dict[str, Layer]:
         return {}  # the block's params are this layer's own, stacked: no key of their own
 

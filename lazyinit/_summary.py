@@ -157,7 +157,7 @@ class Summary:
             status.append(", ".join(sorted(set(s for s in rest if s))))
         return {
             "path": _paths.join(row.path),
-            "layer": type(row.layer).__name__,
+            "layer": getattr(row.layer, "summary_label", lambda: type(row.layer).__name__)(),
             "inputs": fmt_tree(_call_args(row.inputs)),
             "outputs": fmt_tree(row.outputs),
             "params": "\n".join(lines),
@@ -292,6 +292,11 @@ class _Args:
         return ", ".join(parts)
 
 
+def _stacked(layer: Any) -> Any:
+    """The layer that ``li.Repeat``/``li.Ensemble`` copies (its params are theirs, stacked)."""
+    return getattr(layer, "stacked_layer", None)
+
+
 def _status(p: ParamInfo) -> str:
     if p.status == "mismatch":
         dims = ", ".join("?" if d is None else str(d) for d in p.found)
@@ -388,6 +393,8 @@ def summary(
     seen_paths: set[Path] = set()
     rows: list[Row] = []
     for call in shown:
+        if rows and rows[-1].path == call.path and call.layer is _stacked(rows[-1].layer):
+            continue  # li.Repeat / li.Ensemble: one row, "Block xn", for the n copies
         if call.path in seen_paths:
             rows.append(Row(call.path, call.layer, call.inputs, call.outputs, (), shared=True))
             continue

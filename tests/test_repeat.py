@@ -195,3 +195,16 @@ def test_unstack_layers_refuses_unstacked_leaves():
         li.unstack_layers({"a": jnp.zeros((2, 3)), "b": jnp.zeros((3,))})
     with pytest.raises(li.InvalidArgumentError, match=r"no subtree 'nope'"):
         li.unstack_layers({"a": jnp.zeros((2, 3))}, at="nope")
+
+
+def test_summary_shows_one_row_for_the_repeated_block():
+    model = li.Sequential([li.Repeat(BLOCK, 6), li.Ensemble(li.Linear(2), 3)])
+    s = li.summary(model, X)
+    rows = [("/".join(r.path), r.layer) for r in s.rows]
+    assert [p for p, _ in rows].count("0") == 1
+    text = str(s)
+    assert "Repeat: Residual x6" in text
+    assert "Ensemble: Linear x3" in text
+    assert "float32[6,4,8]" in text  # the stacked kernel, counted once
+    params = li.dry_run(model, jax.random.key(0), X)
+    assert s.total_params == sum(a.size for a in jax.tree.leaves(params))
