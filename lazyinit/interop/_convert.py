@@ -354,7 +354,7 @@ def import_state(
             for k in unexpected
         )
         if rename is None:
-            problems.extend(_rename_hint(fw, [o for o, _, _ in absent], unexpected))
+            problems.extend(_rename_hint(fw, [o for o, _, _ in absent], unexpected, used))
     _raise(f"{fw.noun} into {type(model).__name__}", problems)
 
     flat: dict[Path, Any] = {}
@@ -376,11 +376,14 @@ def _for(item: _Planned) -> str:
     return f"{item.layer}, parameter {', '.join(repr(_paths.join(p)) for p in item.lazy)}"
 
 
-def _rename_hint(fw: Framework, missing: list[Path], unexpected: list[Path]) -> list[str]:
-    """A ``rename=`` suggestion when the missing and the unexpected entries sit under different
-    modules (``fc1.weight`` against ``0.weight``): the names differ in structure, not spelling."""
-    ours = list(dict.fromkeys(fw.module_of(o) for o in missing))
-    theirs = list(dict.fromkeys(fw.module_of(k) for k in unexpected))
+def _rename_hint(
+    fw: Framework, missing: list[Path], unexpected: list[Path], used: set[Path]
+) -> list[str]:
+    """A ``rename=`` suggestion when whole modules are missing and others are unexpected
+    (``fc1.weight`` against ``0.weight``): the names differ in structure, not spelling."""
+    matched = {fw.module_of(k) for k in used}
+    ours = list(dict.fromkeys(m for m in map(fw.module_of, missing) if m not in matched))
+    theirs = list(dict.fromkeys(m for m in map(fw.module_of, unexpected) if m not in matched))
     if not ours or not theirs or set(ours) & set(theirs):
         return []
     if len(ours) == len(theirs):

@@ -45,7 +45,7 @@ def test_lazy_mlp_torch_to_lazyinit_gives_equal_outputs(key):
     torch_mlp = TorchLazyMLP()
     torch_mlp(torch.ones(10, 10))  # PyTorch's dry run
     model = LazyMLP()
-    params = from_torch_state_dict(model, torch_mlp, jnp.ones((10, 10)))
+    params, _ = from_torch_state_dict(model, torch_mlp, jnp.ones((10, 10)))
     assert jax.tree.map(jnp.shape, params) == {
         "fc1": {"kernel": (10, 10), "bias": (10,)},
         "fc2": {"kernel": (10, 1), "bias": (1,)},
@@ -77,7 +77,7 @@ def test_lazy_mlp_lazyinit_to_torch_gives_equal_outputs(key):
 def test_lazy_mlp_round_trip_is_exact(key):
     torch_mlp = TorchLazyMLP()
     torch_mlp(torch.ones(2, 7))
-    params = from_torch_state_dict(LazyMLP(), torch_mlp, jnp.ones((2, 7)))
+    params, _ = from_torch_state_dict(LazyMLP(), torch_mlp, jnp.ones((2, 7)))
     _same_state(to_torch_state_dict(LazyMLP(), params), torch_mlp.state_dict())
 
 
@@ -86,7 +86,7 @@ def test_lazy_mlp_loads_into_the_lazy_state_before_any_dry_run(key):
     torch_mlp(torch.ones(10, 10))
     model = LazyMLP()
     state, report = li.load_state(
-        li.lazy_state(model), from_torch_state_dict(model, torch_mlp, jnp.ones((1, 10)))
+        li.lazy_state(model), from_torch_state_dict(model, torch_mlp, jnp.ones((1, 10)))[0]
     )
     assert report.loaded == ("fc1/bias", "fc1/kernel", "fc2/bias", "fc2/kernel")
     assert not li.has_uninitialized(state)
@@ -105,7 +105,7 @@ def test_cnn_torch_to_lazyinit_gives_equal_outputs(key):
     torch_cnn = _trained_torch_cnn(x)
     model = CNN()
     sample = jnp.asarray(_np(x))
-    params = from_torch_state_dict(model, torch_cnn, sample)
+    params, _ = from_torch_state_dict(model, torch_cnn, sample)
     assert jax.tree.map(jnp.shape, params) == {
         "conv1": {"kernel": (3, 3, 3, 4), "bias": (4,)},
         "bn1": {"scale": (4,), "bias": (4,), "mean": (4,), "var": (4,)},
@@ -200,7 +200,7 @@ def test_each_layer_converts_both_ways(name, key):
     xs = _inputs(shapes)
     sample = [jnp.asarray(_np(x)) for x in xs]
     original = _snapshot(module.state_dict())
-    params = from_torch_state_dict(layer, module, *sample)
+    params, _ = from_torch_state_dict(layer, module, *sample)
     with torch.no_grad():
         if isinstance(module, torch.nn.MultiheadAttention):
             expected = module(xs[0], xs[-1], xs[-1], need_weights=False)[0]
@@ -218,7 +218,7 @@ def test_a_torch_conv_loads_into_a_channels_last_layer():
     x = torch.randn(2, 3, 6, 6)
     nhwc = jnp.asarray(_np(x.permute(0, 2, 3, 1)))
     layer = li.Conv(5, (3, 3), padding=1)  # channels-last, the default
-    params = from_torch_state_dict(layer, conv, nhwc)
+    params, _ = from_torch_state_dict(layer, conv, nhwc)
     with torch.no_grad():
         _close(layer(params, nhwc), _np(conv(x).permute(0, 2, 3, 1)))
 
@@ -232,7 +232,7 @@ def test_torch_save_file_round_trip_loads_with_weights_only(tmp_path, key):
     params = li.dry_run(model, key, jnp.ones((3, 4)))
     path = tmp_path / "mlp.pt"
     torch.save(to_torch_state_dict(model, params), path)
-    back = from_torch_state_dict(model, path, jnp.ones((3, 4)))
+    back, _ = from_torch_state_dict(model, path, jnp.ones((3, 4)))
     assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), back, params))
     torch_mlp = TorchLazyMLP()
     torch_mlp(torch.ones(1, 4))
@@ -259,7 +259,7 @@ def test_safetensors_file_loads_without_pickle(tmp_path, key):
     torch_mlp(torch.ones(1, 4))
     path = tmp_path / "mlp.safetensors"
     save_file(torch_mlp.state_dict(), path)
-    params = from_torch_state_dict(LazyMLP(), str(path), jnp.ones((1, 4)))
+    params, _ = from_torch_state_dict(LazyMLP(), str(path), jnp.ones((1, 4)))
     x = torch.randn(3, 4)
     _close(LazyMLP()(params, jnp.asarray(_np(x))), _np(torch_mlp(x)))
 
@@ -344,11 +344,11 @@ def test_float64_needs_a_dtype_and_bfloat16_round_trips():
     state = {k: v.double() for k, v in _torch_mlp_state().items()}
     with pytest.raises(li.ConvertStateError, match=r"'fc1\.weight' is float64.*dtype='float32'"):
         from_torch_state_dict(LazyMLP(), state, jnp.ones((1, 4)))
-    params = from_torch_state_dict(LazyMLP(), state, jnp.ones((1, 4)), dtype="float32")
+    params, _ = from_torch_state_dict(LazyMLP(), state, jnp.ones((1, 4)), dtype="float32")
     assert params["fc1"]["kernel"].dtype == jnp.float32
 
     half = {k: v.to(torch.bfloat16) for k, v in _torch_mlp_state().items()}
-    params = from_torch_state_dict(LazyMLP(), half, jnp.ones((1, 4)))
+    params, _ = from_torch_state_dict(LazyMLP(), half, jnp.ones((1, 4)))
     assert params["fc1"]["kernel"].dtype == jnp.bfloat16
     _same_state(to_torch_state_dict(LazyMLP(), params), half)
 
@@ -375,7 +375,7 @@ def test_rename_maps_lazyinit_layers_to_other_torch_names(key):
     torch_model.body = torch.nn.Sequential(torch.nn.Linear(4, 10), torch.nn.ReLU())
     torch_model.out = torch.nn.Linear(10, 1)
     rename = {"fc1": "body.0", "fc2": "out"}
-    params = from_torch_state_dict(LazyMLP(), torch_model, jnp.ones((1, 4)), rename=rename)
+    params, _ = from_torch_state_dict(LazyMLP(), torch_model, jnp.ones((1, 4)), rename=rename)
     assert bool((params["fc2"]["bias"] == jnp.asarray(_np(torch_model.out.bias))).all())
     back = to_torch_state_dict(LazyMLP(), params, rename=rename)
     _same_state(back, torch_model.state_dict())
@@ -398,7 +398,7 @@ def test_a_custom_layer_maps_parameters_by_name(key):
         "0.bias": torch.zeros(3),
         "1.scale": torch.tensor([1.0, 2.0, 3.0]),
     }
-    params = from_torch_state_dict(model, state, jnp.ones((1, 2)))
+    params, _ = from_torch_state_dict(model, state, jnp.ones((1, 2)))
     assert params["1"]["scale"].tolist() == [1.0, 2.0, 3.0]
     _same_state(to_torch_state_dict(model, params), state)
 
@@ -418,6 +418,39 @@ def test_a_registered_converter_handles_a_custom_layer(key):
 
     register(Bilinear)(lambda layer, leaves: [permute("w", "weight", (1, 0))])
     state = {"weight": torch.arange(6.0).reshape(3, 2)}
-    params = from_torch_state_dict(Bilinear(), state, jnp.ones((1, 2)))
+    params, _ = from_torch_state_dict(Bilinear(), state, jnp.ones((1, 2)))
     assert params["w"].tolist() == [[0.0, 2.0, 4.0], [1.0, 3.0, 5.0]]
     _same_state(to_torch_state_dict(Bilinear(), params), state)
+
+
+def test_strict_import_returns_params_and_report_too():
+    params, report = from_torch_state_dict(LazyMLP(), _torch_mlp_state(), jnp.ones((1, 4)))
+    assert report.loaded == ("fc1/bias", "fc1/kernel", "fc2/bias", "fc2/kernel")
+    assert report.missing == () and report.unexpected == ()
+    assert params["fc1"]["kernel"].shape == (4, 10)
+
+
+def test_names_that_differ_in_structure_suggest_rename():
+    """A torch nn.Sequential's '0.weight' against the model's 'fc1': the hint is rename=."""
+    sequential = torch.nn.Sequential(
+        torch.nn.Linear(4, 10), torch.nn.ReLU(), torch.nn.Linear(10, 1)
+    )
+    with pytest.raises(
+        li.ConvertStateError,
+        match=r"the model's layers \('fc1', 'fc2'\) have no entries and the state has entries "
+        r"under other modules \('0', '2'\).*rename=\{'fc1': '0', 'fc2': '2'\}",
+    ):
+        from_torch_state_dict(LazyMLP(), sequential, jnp.ones((1, 4)))
+    params, _ = from_torch_state_dict(
+        LazyMLP(), sequential, jnp.ones((1, 4)), rename={"fc1": "0", "fc2": "2"}
+    )
+    _close(params["fc2"]["kernel"], _np(sequential[2].weight).T)
+
+
+def test_a_misspelt_entry_gets_no_rename_hint():
+    state = _torch_mlp_state()
+    state["fc1.weights"] = state.pop("fc1.weight")
+    with pytest.raises(li.ConvertStateError) as info:
+        from_torch_state_dict(LazyMLP(), state, jnp.ones((1, 4)))
+    assert "did you mean 'fc1.weight'" in str(info.value)
+    assert "rename=" not in str(info.value)
