@@ -108,3 +108,44 @@ def test_surgery_new_head_then_reinit_the_block_below_it():
     np.testing.assert_array_equal(params["2"]["kernel"], fresh["2"]["kernel"])
     assert params["0"]["kernel"] is old["0"]["kernel"]
     assert params["4"]["kernel"].shape == (16, 5)
+
+
+SHARDED = r"""
+import jax, jax.numpy as jnp, numpy as np
+import lazyinit as li
+
+assert jax.device_count() == 4
+mesh = jax.make_mesh((2, 2), ("data", "model"))
+model = li.Sequential([li.Linear(8), li.relu, li.Linear(4)])
+x = jnp.ones((2, 6))
+rules = {"embed": "data", "mlp": "model"}
+params = li.dry_run(model, jax.random.key(0), x, mesh=mesh, rules=rules)
+new = li.reinit(model, params, jax.random.key(1), x, paths="2")
+fresh = li.dry_run(model, jax.random.key(1), x)
+for name in ("kernel", "bias"):
+    assert new["0"][name] is params["0"][name]
+    assert new["2"][name].sharding == params["2"][name].sharding, name
+assert params["2"]["kernel"].sharding.spec == jax.sharding.PartitionSpec("data", "model")
+    np.testing.assert_array_equal(new["2"][name], fresh["2"][name])
+print("sharded reinit ok", new["2"]["kernel"].sharding.spec)
+"""
+
+
+def test_redrawn_leaves_keep_their_sharding_on_a_mesh():
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": str(root),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", SHARDED], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "sharded reinit ok" in out.stdout
