@@ -19,6 +19,7 @@ from . import _paths
 from ._errors import DuplicateParamError, InferShapeError
 from ._materialize import Stacked
 from ._spec import Param
+from ._trace_cache import _CACHE, _cache_key, remember
 from ._typing import Path, Specs
 
 __all__ = ["Call", "Trace", "DEFAULT_DTYPE", "record_stacked"]
@@ -186,6 +187,9 @@ def record_stacked(node: _Node, layer: Any, n: int, axis: str, args: tuple, kwar
     """
     inner = _Recorder(node.path)
     out = layer(_Node(inner, ()), *args, **kwargs)
+    key = _cache_key(layer, args, kwargs)
+    if key is not None and _CACHE.get(key) is not None:  # the converters look the block up
+        remember(layer, key, _CACHE.get(key))
     for rel, param in inner.params.items():
         stacked = dataclasses.replace(
             param,

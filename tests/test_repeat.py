@@ -208,3 +208,25 @@ def test_summary_shows_one_row_for_the_repeated_block():
     assert "float32[6,4,8]" in text  # the stacked kernel, counted once
     params = li.dry_run(model, jax.random.key(0), X)
     assert s.total_params == sum(a.size for a in jax.tree.leaves(params))
+
+
+def test_torch_interop_unstacks_to_per_layer_names():
+    torch = pytest.importorskip("torch")
+    from lazyinit.interop.torch import from_torch_state_dict, to_torch_state_dict
+
+    block = li.Sequential([li.LayerNorm(), li.Linear(4)])
+    model = li.Sequential([li.Linear(4), li.Repeat(block, 3)])
+    layers = [torch.nn.Sequential(torch.nn.LayerNorm(4), torch.nn.Linear(4, 4)) for _ in range(3)]
+    torch_model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Sequential(*layers))
+    x = jnp.ones((2, 3))
+    params, report = from_torch_state_dict(model, torch_model, x)
+    assert params["1"]["1"]["kernel"].shape == (3, 4, 4)
+    np.testing.assert_allclose(
+        params["1"]["1"]["kernel"][2], torch_model[1][2][1].weight.detach().numpy().T
+    )
+    want = torch_model(torch.ones(2, 3)).detach().numpy()
+    np.testing.assert_allclose(model(params, x), want, rtol=1e-5, atol=1e-5)
+    back = to_torch_state_dict(model, params, x)
+    assert set(back) == set(torch_model.state_dict())
+    for name, value in torch_model.state_dict().items():
+        np.testing.assert_array_equal(back[name].numpy(), value.numpy())

@@ -47,6 +47,7 @@ import numpy as np
 
 from .._errors import ConvertStateError
 from .._state import Report
+from .._trace_cache import traces_of
 from .._typing import Params, Path
 from . import _convert
 from ._convert import Framework, Leaf, Rule, extra, permute, same
@@ -196,6 +197,39 @@ def _keep(a: Any) -> tuple[Any]:
     return (a,)
 
 
+def _stacked(layer: Any, leaves: dict[Path, Leaf]) -> list[Rule]:
+    """``li.Repeat``/``li.Ensemble``: copy ``i`` is PyTorch's module ``i`` (an ``nn.Sequential``
+    or ``nn.ModuleList`` of the block), each converted by the block's own rules."""
+    block, n = layer.stacked_layer, layer.n
+    one = {p: Leaf(leaf.shape[1:], leaf.dtype, leaf.trainable) for p, leaf in leaves.items()}
+    shapes = {p: leaf.shape for p, leaf in one.items()}
+    t = next(
+        (t for t in traces_of(block) if {p: s.shape for p, s in t.params.items()} == shapes), None
+    )
+    if t is None:
+        raise ConvertStateError(
+            f"Cannot convert the {type(layer).__name__} of {type(block).__name__}: its block's "
+            "trace is no longer cached. Pass a sample, as for li.dry_run."
+        )
+    rules = []
+    for item in _convert.plan(FRAMEWORK, block, one, _convert._leaves_from_trace(t)[0]):
+        rules.append(_per_copy(item.rule, item.lazy, item.other, n))
+    return rules
+
+
+def _per_copy(rule: Rule, lazy: tuple[Path, ...], other: tuple[Path, ...], n: int) -> Rule:
+    k = len(other)
+
+    def to_lazy(*arrays: Any) -> tuple[Any, ...]:
+        copies = [rule.to_lazy(*arrays[i * k : (i + 1) * k]) for i in range(n)]
+        return tuple(jnp.stack(parts) for parts in zip(*copies))
+
+    def to_torch(*stacked: Any) -> tuple[Any, ...]:
+        return tuple(a for i in range(n) for a in rule.to_other(*(s[i] for s in stacked)))
+
+    return Rule(lazy, tuple((str(i), *o) for i in range(n) for o in other), to_lazy, to_torch)
+
+
 def _register_builtins() -> None:
     """The converter of each lazyinit layer with a PyTorch counterpart."""
     import lazyinit as li
@@ -211,6 +245,8 @@ def _register_builtins() -> None:
         li.GroupNorm: _norm,
         li.Embedding: _embedding,
         li.MultiHeadAttention: _attention,
+        li.Repeat: _stacked,
+        li.Ensemble: _stacked,
     }
     for cls, converter in table.items():
         _REGISTRY.setdefault(cls, converter)
