@@ -87,11 +87,12 @@ def reinit(
     t = trace(model, *sample, **kw)
     chosen = select(t, paths, what="li.reinit")
     flat = _paths.flatten(params, _paths.is_leaf, what="params")
-    holes = [_paths.join(p) for p, v in flat.items() if isinstance(v, Uninitialized)]
+    holes = [_paths.join(p) for p, v in flat.items() if _paths.is_hole(v)]
     if holes:
         raise UninitializedParamError(
             f"li.reinit re-draws some parameters of materialized params, but {', '.join(holes)} "
-            "are placeholders. Run li.dry_run(model, key, sample) first (it initializes them)."
+            "hold no values (placeholders or ShapeDtypeStructs). Run li.dry_run(model, key, "
+            "sample) with an array sample first: it initializes them."
         )
     missing = [p for p in t.params if p not in flat]
     if missing:

@@ -79,6 +79,9 @@ def test_placeholders_are_refused():
     state = li.lazy_state(model, X)
     with pytest.raises(li.UninitializedParamError, match=r"body/kernel.*placeholders.*li.dry_run"):
         li.reinit(model, state, jax.random.key(1), X, paths="head")
+    planned = li.dry_run(model, jax.random.key(0), jax.ShapeDtypeStruct(X.shape, X.dtype))
+    with pytest.raises(li.UninitializedParamError, match=r"body/kernel.*ShapeDtypeStructs"):
+        li.reinit(model, planned, jax.random.key(1), X, paths="head")
 
 
 def test_params_missing_a_layer_are_refused():
