@@ -47,7 +47,7 @@ def apply(model: Any, params: Params, /, *args: Any, mutable: bool = False, **kw
     """
     if not mutable:
         return model(params, *args, **kwargs)
-    where = {id(sub): path for path, sub in _walk(params, ())}
+    where = {id(sub): path for path, sub in _paths.nodes(params)}
     updates: dict[Path, Any] = {}
     token = _COLLECTOR.set((where, updates))
     try:
@@ -55,13 +55,6 @@ def apply(model: Any, params: Params, /, *args: Any, mutable: bool = False, **kw
     finally:
         _COLLECTOR.reset(token)
     return out, _paths.unflatten(updates)
-
-
-def _walk(tree: Mapping[str, Any], prefix: Path) -> Any:
-    yield prefix, tree
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            yield from _walk(value, (*prefix, key))
 
 
 def update_buffers(params: Any, **values: Any) -> None:
@@ -123,7 +116,7 @@ def partition(
     return _paths.unflatten(trainable, skeleton), _paths.unflatten(buffers, skeleton)
 
 
-def merge(*trees: Params) -> Params:
+def merge(*trees: Mapping[str, Any]) -> Params:
     """Deep-merges nested dicts; where two trees hold the same leaf, the later one wins."""
     out: dict[str, Any] = {}
     for tree in trees:

@@ -53,7 +53,7 @@ def as_ints(layer: Any, name: str, value: Any, n: int | None = None) -> int | tu
     return value if isinstance(value, int) else items
 
 
-def as_padding(layer: Any, value: Any) -> str | tuple[Any, ...]:
+def as_padding(layer: Any, value: Any) -> str | int | tuple[Any, ...]:
     """'SAME', 'VALID' (any case), an int, or one int or ``(low, high)`` pair per spatial dim."""
     if isinstance(value, str):
         if value.upper() in ("SAME", "VALID"):

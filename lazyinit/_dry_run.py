@@ -27,7 +27,7 @@ from ._spec import Param
 from ._state import flat_state
 from ._trace_cache import is_abstract
 from ._tracer import trace
-from ._typing import Params, Path, PerPath
+from ._typing import Params, Path, PerPath, State
 
 __all__ = ["dry_run", "dry_run_with_report"]
 
@@ -37,7 +37,7 @@ def dry_run(
     key: Any,
     /,
     *args: Any,
-    state: Params | None = None,
+    state: State = None,
     dtype: PerPath = None,
     device: PerPath = None,
     jit: bool = False,
@@ -114,7 +114,7 @@ def dry_run_with_report(
     key: Any,
     /,
     *args: Any,
-    state: Params | None = None,
+    state: State = None,
     strict: bool = True,
     dtype: PerPath = None,
     device: PerPath = None,

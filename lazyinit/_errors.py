@@ -49,7 +49,14 @@ class UninitializedParamError(LazyInitError, ValueError):
 
 
 class InferShapeError(LazyInitError, ValueError):
-    """A layer could not infer its parameters or outputs from the sample input."""
+    """A layer could not infer its parameters or outputs from the sample input.
+
+    Attributes:
+      layer_path: the path of the layer the message is located at (set by the tracer, so
+        that enclosing layers do not locate it again), or None.
+    """
+
+    layer_path: tuple[str, ...] | None = None
 
 
 class InvalidSpecError(LazyInitError, ValueError):

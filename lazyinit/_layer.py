@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import threading
-from collections.abc import Mapping
 from typing import Any, dataclass_transform
 
 import jax.numpy as jnp
@@ -19,26 +18,11 @@ from ._spec import Param, Uninitialized
 from ._state import lazy_state
 from ._trace_cache import _signature
 from ._tracer import trace, trace_call
-from ._typing import Params, Path
+from ._typing import Params, Path, State
 
 __all__ = ["Layer"]
 
 _apply = threading.local()
-
-
-def _leaves(tree: Any) -> tuple[tuple[Path, Any], ...]:
-    """``((path, leaf), ...)`` of a params tree, depth first, in one cheap walk."""
-    out: list[tuple[Path, Any]] = []
-
-    def walk(node: Any, prefix: Path) -> None:
-        if isinstance(node, Mapping):
-            for k, v in node.items():
-                walk(v, (*prefix, k))
-        else:
-            out.append((prefix, node))
-
-    walk(tree, ())
-    return tuple(out)
 
 
 def _check_params(layer: Layer, params: Any, args: tuple, kwargs: dict) -> None:
@@ -48,7 +32,7 @@ def _check_params(layer: Layer, params: Any, args: tuple, kwargs: dict) -> None:
     under ``jax.jit`` the check costs nothing after tracing, and an eager call
     that repeats a checked signature costs one walk of the params.
     """
-    leaves = _leaves(params)
+    leaves = _paths.leaves(params)
     missing = [_paths.join(p) for p, v in leaves if isinstance(v, Uninitialized)]
     if missing:
         raise UninitializedParamError(
@@ -147,7 +131,7 @@ def _traced(call: Any) -> Any:
         finally:
             _apply.depth = 0
 
-    __call__._lazyinit_traced = True
+    __call__._lazyinit_traced = True  # type: ignore[attr-defined]
     return __call__
 
 
@@ -186,7 +170,7 @@ class Layer:
         super().__init_subclass__(**kwargs)
         call = cls.__dict__.get("__call__")
         if call is not None and not getattr(call, "_lazyinit_traced", False):
-            cls.__call__ = _traced(call)
+            cls.__call__ = _traced(call)  # type: ignore[method-assign]
         dataclasses.dataclass(frozen=True, repr=False)(cls)
 
     def __repr__(self) -> str:
@@ -225,6 +209,6 @@ class Layer:
         """``li.dry_run(self, key, *args, **kwargs)``."""
         return dry_run(self, key, *args, **kwargs)
 
-    def lazy_state(self, *sample: Any, **kwargs: Any) -> Params | Uninitialized:
+    def lazy_state(self, *sample: Any, **kwargs: Any) -> State:
         """``li.lazy_state(self, *sample, **kwargs)``."""
         return lazy_state(self, *sample, **kwargs)

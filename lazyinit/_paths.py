@@ -32,6 +32,11 @@ def is_hole(x: Any) -> bool:
     return isinstance(x, (Uninitialized, jax.ShapeDtypeStruct))
 
 
+def is_shaped(x: Any) -> bool:
+    """A leaf whose shape and dtype are both known: a value or a ``ShapeDtypeStruct``."""
+    return is_value(x) or isinstance(x, jax.ShapeDtypeStruct)
+
+
 def is_leaf(x: Any) -> bool:
     """What a params tree or a state may hold at a leaf: a value or a hole."""
     return is_value(x) or is_hole(x)
@@ -115,15 +120,36 @@ def flatten(
     return out
 
 
-def subtrees(tree: Mapping[str, Any]) -> list[Path]:
-    """Paths of every mapping in ``tree``, the root's ``()`` first, in order."""
-    out: list[Path] = []
+def nodes(tree: Mapping[str, Any]) -> list[tuple[Path, Mapping[str, Any]]]:
+    """Every mapping in ``tree`` with its path, the root ``()`` first, in order (unchecked)."""
+    out: list[tuple[Path, Mapping[str, Any]]] = []
 
     def walk(node: Mapping[str, Any], prefix: Path) -> None:
-        out.append(prefix)
+        out.append((prefix, node))
         for key, value in node.items():
             if isinstance(value, Mapping):
                 walk(value, (*prefix, key))
+
+    walk(tree, ())
+    return out
+
+
+def subtrees(tree: Mapping[str, Any]) -> list[Path]:
+    """Paths of every mapping in ``tree``, the root's ``()`` first, in order."""
+    return [path for path, _ in nodes(tree)]
+
+
+def leaves(tree: Any) -> list[tuple[Path, Any]]:
+    """``[(path, leaf), ...]`` depth first, without :func:`flatten`'s checks: the cheap walk
+    that a checked call does on every eager call."""
+    out: list[tuple[Path, Any]] = []
+
+    def walk(node: Any, prefix: Path) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                walk(value, (*prefix, key))
+        else:
+            out.append((prefix, node))
 
     walk(tree, ())
     return out

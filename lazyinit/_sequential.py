@@ -16,7 +16,7 @@ __all__ = ["Sequential", "call_child", "check_keywords"]
 
 
 @functools.cache
-def _keywords(layer_type: type) -> frozenset[str] | None:
+def _keywords(layer_type: Any) -> frozenset[str] | None:
     """The keyword arguments ``layer_type.__call__`` accepts; None means any."""
     params = inspect.signature(layer_type.__call__).parameters.values()
     if any(p.kind is p.VAR_KEYWORD for p in params):
@@ -34,7 +34,7 @@ def check_keywords(owner: Layer, children: Sequence[Any], kwargs: dict[str, Any]
     accepted: set[str] = {"train", "key"}
     for child in children:
         if isinstance(child, Layer):
-            names = _keywords(type(child))
+            names = _keywords(type(child))  # type: ignore[arg-type]
             if names is None:
                 return
             accepted |= names
@@ -58,7 +58,7 @@ def call_child(
     """
     if not isinstance(layer, Layer):
         return layer(*args)
-    names = _keywords(type(layer))
+    names = _keywords(type(layer))  # type: ignore[arg-type]
     given = kwargs if names is None else {k: v for k, v in kwargs.items() if k in names}
     if given.get("key") is not None:
         given = {**given, "key": jax.random.fold_in(given["key"], index)}

@@ -122,7 +122,8 @@ def _resolve_one(
                 f"{where}: axes override {names} names {len(names)} dimension(s), the parameter has "
                 f"{ndim}. Give one logical name (or None) per dimension."
             ]
-        chosen, labels, used = [], [], set()
+        chosen, labels = [], []
+        used: set[str] = set()
         for dim, name in enumerate(names):
             labels.append(f"logical axis {name!r}")
             if name is None:
@@ -300,7 +301,7 @@ class Plan:
         return head + "\n" + "\n".join(lines)
 
 
-def _bytes(n: int) -> str:
+def _bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
@@ -310,7 +311,7 @@ def _bytes(n: int) -> str:
 
 def memory_plan(params: Params) -> Plan:
     """The :class:`Plan` of a params tree (arrays or ``ShapeDtypeStruct``, sharded or not)."""
-    flat = _paths.flatten(params, lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))
+    flat = _paths.flatten(params, _paths.is_shaped)
     groups: dict[tuple, list] = {}
     total = per_device = 0
     devices = 1

@@ -12,14 +12,14 @@ from ._match import Report
 from ._materialize import placement
 from ._spec import Uninitialized
 from ._tracer import trace
-from ._typing import Params, Path, PerPath
+from ._typing import Path, PerPath, State
 
 __all__ = ["lazy_state", "has_uninitialized", "uninitialized_paths", "load_state"]
 
 
 def lazy_state(
     model: Any, /, *sample: Any, dtype: PerPath = None, device: PerPath = None, **kwargs: Any
-) -> Params | Uninitialized:
+) -> State:
     """The model's parameters before a dry run: a nested dict of :class:`Uninitialized`.
 
     With a sample (as for :func:`lazyinit.dry_run`), the model is traced
@@ -90,12 +90,8 @@ def flat_state(tree: Any, what: str) -> dict[Path, Any]:
 
 
 def load_state(
-    current: Params | Uninitialized,
-    incoming: Params,
-    *,
-    strict: bool = True,
-    cast: bool = False,
-) -> tuple[Params | Uninitialized, Report]:
+    current: State, incoming: State, *, strict: bool = True, cast: bool = False
+) -> tuple[State, Report]:
     """Loads ``incoming`` into ``current`` by PyTorch's rules, as a pure function.
 
     * a placeholder takes an initialized value whose shape agrees with the

@@ -36,7 +36,7 @@ from ._recorder import Trace
 from ._spec import Param, Uninitialized
 from ._trace_cache import traces_of
 from ._tracer import trace
-from ._typing import Params, Path, PerPath
+from ._typing import Path, PerPath, State
 
 __all__ = [
     "derive",
@@ -155,7 +155,7 @@ def derived_specs(model: Any) -> dict[Path, Param | None]:
     return out
 
 
-def derive(model: Any, *, dtype: PerPath = None, device: PerPath = None) -> Params | Uninitialized:
+def derive(model: Any, *, dtype: PerPath = None, device: PerPath = None) -> State:
     """The lazy state derived without a sample: placeholders with the dims known so far.
 
     Returns a nested dict, or one placeholder of unknown structure when the
@@ -188,13 +188,14 @@ def param_dtype(param: Param, dtype: PerPath, path: Path) -> np.dtype:
 def contradictions(model: Any, t: Trace) -> list[str]:
     """Where the trace contradicts the derivation: a field child called elsewhere or never."""
     called = set(t.layers)
+    derived = derived_layers(model)
     lines: list[str] = []
-    for path, layer in derived_layers(model).items():
+    for path, layer in derived.items():
         if not path or path in called or path[:-1] not in called:
             continue
-        parent = type(derived_layers(model)[path[:-1]]).__name__
+        parent = type(derived[path[:-1]]).__name__
         at = [c.path for c in t.calls if c.layer is layer] or [
-            c.path for c in t.calls if c.layer == layer and c.path not in derived_layers(model)
+            c.path for c in t.calls if c.layer == layer and c.path not in derived
         ]
         where = (
             f"was called at {_paths.join(at[0])!r}, not under its field name"
@@ -204,7 +205,8 @@ def contradictions(model: Any, t: Trace) -> list[str]:
         lines.append(
             f"field {path[-1]!r} of {parent} at {_paths.join(path[:-1])!r} {where}: without a "
             "sample, lazyinit derives this layer's params at "
-            f"{_paths.join(path)!r}, but the model's trace does not put them there"
+            f"{_paths.join(path)!r}, but the model's trace does not put them there (pass a "
+            "sample to li.lazy_state to get the traced paths)"
         )
     return lines
 

@@ -298,7 +298,7 @@ def _stacked(layer: Any) -> Any:
 
 
 def _status(p: ParamInfo) -> str:
-    if p.status == "mismatch":
+    if p.status == "mismatch" and p.found is not None:
         dims = ", ".join("?" if d is None else str(d) for d in p.found)
         return f"mismatch: found ({dims}{',' if len(p.found) == 1 else ''})"
     return p.status or ""

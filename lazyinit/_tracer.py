@@ -27,15 +27,33 @@ materializes each parameter from its spec.
   specs and output shapes of ``(layer, input signature)`` are cached, so
   identical blocks cost one trace and a repeated dry run costs no trace.
 
+**Structure.** The trace is the one source of a model's structure: the
+paths ``__call__`` really indexes ``params`` with, whatever the style
+(children as fields, children built inside ``__call__``, wrappers).
+:func:`lazyinit.lazy_state` with a sample gives exactly those paths; without
+one it derives what the layers declare and shows a layer it cannot know
+without tracing as one placeholder of unknown structure
+(:mod:`lazyinit._structure`); a dry run names, by path, where the trace
+contradicts that derivation. ``li.partition``, ``li.summary`` and
+``li.describe`` use the sample's trace or the one a dry run cached, never a
+guess.
+
+**Calls.** A real call checks its params against the specs of its trace
+for these input shapes (paths, shapes, integer dtypes) before computing, and
+raises :class:`~lazyinit.ParamsMismatchError` naming every offending path;
+under ``jax.jit`` the check runs once, at tracing.
+
 **Loading.** ``state=`` passes what is already known: a loaded checkpoint, a
 partial one, or a lazy state from :func:`lazyinit.lazy_state` holding
 :class:`~lazyinit.Uninitialized` placeholders with their chosen dtype and
 device. Initialized leaves are never overwritten: they are checked against
-the inferred shape and dtype and kept bit for bit; only the rest is drawn.
-Keys that the model does not have are an error (``strict=True``) or are
-returned in a report (``strict=False``); nothing is dropped silently.
-:func:`lazyinit.load_state` applies the same rules outside a dry run, as
-PyTorch's ``load_state_dict`` does.
+the inferred shape and dtype and kept bit for bit (numpy ones are copied);
+only the holes are drawn. Keys that the model does not have are an error
+(:func:`lazyinit.dry_run_with_report` with ``strict=False`` ignores them
+and lists them in its report); nothing is dropped silently. The rules are
+PyTorch's ``load_state_dict`` rules, written once in :mod:`lazyinit._match`,
+and every entry point (``dry_run``, :func:`lazyinit.load_state`, ``li.load``,
+``li.summary``) applies them with the same words.
 """
 
 from __future__ import annotations

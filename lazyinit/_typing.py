@@ -19,6 +19,11 @@ Initializer: TypeAlias = Callable[[jax.Array, Shape, DType], jax.Array]
 """``(key, shape, dtype) -> array``, the signature of ``jax.nn.initializers``."""
 Params: TypeAlias = dict[str, Any]
 """A nested dict of arrays (or placeholders, or ``ShapeDtypeStruct``s) keyed by name."""
+State: TypeAlias = Any
+"""What a load or a dry run takes as ``state`` and what :func:`lazyinit.lazy_state` returns: a
+nested dict of arrays, ``ShapeDtypeStruct``s and placeholders, or one placeholder of unknown
+structure (``Uninitialized(shape=?)``) standing for a whole model. ``Any`` so that indexing a
+lazy state (``state["fc1"]``) type-checks in user code."""
 Specs: TypeAlias = dict[str, Any]
 """A nested dict of :class:`lazyinit.Param`, shaped like the params it describes."""
 PerPath: TypeAlias = Any | Mapping[str, Any]

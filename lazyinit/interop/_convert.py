@@ -230,7 +230,9 @@ def plan(
     def emit_group(at: Path) -> None:
         layer, group = layers[at], groups[at]
         module = _module_path(rename, fw.split, at)
-        for rule in fw.converter(layer)(layer, group):
+        convert = fw.converter(layer)
+        assert convert is not None  # only claimed layers have groups
+        for rule in convert(layer, group):
             lazy = tuple((*at, *p) for p in rule.lazy)
             covered.update(lazy)
             other = tuple(fw.locate(module, o) for o in rule.other)
@@ -419,7 +421,7 @@ def export_state(
     rename: Any,
 ) -> dict[Path, jax.Array]:
     """``params`` converted into the other library's entries (flat, by path), in plan order."""
-    flat = _paths.flatten(params, lambda x: hasattr(x, "shape"), what="params")
+    flat = _paths.flatten(params, _paths.is_leaf, what="params")
     problems: list[str] = []
     for p, v in flat.items():
         if isinstance(v, jax.ShapeDtypeStruct):
