@@ -69,9 +69,9 @@ from ._summary import Summary as Summary
 from ._summary import summary as summary
 from ._trace_cache import clear_cache as clear_cache
 from ._tracer import trace as trace
+from ._training_state import TrainingCheckpoints as TrainingCheckpoints
 from ._typing import Params as Params
 from ._typing import State as State
-from ._training_state import TrainingCheckpoints as TrainingCheckpoints
 
 __version__ = "0.1.0"
 
