@@ -48,7 +48,7 @@ def check_count(owner: str, layer: Any, n: Any) -> None:
 def block_kwargs(owner: Layer, block: Layer, kwargs: dict[str, Any]) -> dict[str, Any]:
     """The call's keywords that ``block`` accepts (a typo in any is an error)."""
     check_keywords(owner, [block], kwargs)
-    names = _keywords(type(block))
+    names = _keywords(type(block))  # type: ignore[arg-type]
     return dict(kwargs) if names is None else {k: v for k, v in kwargs.items() if k in names}
 
 
@@ -70,7 +70,7 @@ def scan_updates(step: Callable[..., Any]) -> Callable[..., Any]:
     def run(p: Params, *args: Any) -> tuple[Any, Params]:
         if _buffers._COLLECTOR.get() is None:
             return step(p, *args), {}
-        where = {id(sub): path for path, sub in _buffers._walk(p, ())}
+        where = {id(sub): path for path, sub in _nodes(p, ())}
         updates: dict = {}
         token = _buffers._COLLECTOR.set((where, updates))
         try:
@@ -82,15 +82,24 @@ def scan_updates(step: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+def _nodes(tree: Mapping[str, Any], prefix: tuple[str, ...]) -> Any:
+    yield prefix, tree
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            yield from _nodes(value, (*prefix, key))
+
+
 def report_updates(params: Params, updates: Params) -> None:
     """Hands stacked buffer updates to the enclosing ``li.apply``, under ``params``'s path."""
     flat = _paths.flatten(updates, lambda x: not isinstance(x, Mapping), what="updates")
     if not flat:
         return
-    where, collected = _buffers._COLLECTOR.get()
-    base = where.get(id(params))
-    if base is None:
-        _buffers.update_buffers(params)  # raises the usual "not part of the tree" error
+    active = _buffers._COLLECTOR.get()
+    base = None if active is None else active[0].get(id(params))
+    if active is None or base is None:
+        _buffers.update_buffers(params, **{_paths.join(p): v for p, v in flat.items()})
+        return  # (it raised: no collector, or params not part of the tree given to li.apply)
+    collected = active[1]
     for rel, value in flat.items():
         collected[(*base, *rel)] = value
 
@@ -191,7 +200,7 @@ def _slice(leaf: Any, i: int) -> Any:
     if isinstance(leaf, jax.ShapeDtypeStruct):
         return jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype)
     if isinstance(leaf, Uninitialized):
-        return Uninitialized(leaf.shape[1:], leaf.dtype, leaf.device)
+        return Uninitialized(leaf.shape and leaf.shape[1:], leaf.dtype, leaf.device)
     spec = getattr(getattr(leaf, "sharding", None), "spec", None)
     if spec and spec[0] is not None:  # the stacked axis is sharded: slice on the host
         return np.asarray(leaf)[i]
