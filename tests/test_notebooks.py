@@ -74,6 +74,19 @@ def test_notebook_runs_top_to_bottom(path, kernel_env, monkeypatch, tmp_path):
         pytest.fail(f"{path.name} failed:\n{e}", pytrace=False)
     problems = [f"cell {i}: {p}" for i, cell in enumerate(nb.cells) for p in output_problems(cell)]
     assert not problems, f"{path.name}:\n" + "\n".join(problems)
+    summaries = [c for c in nb.cells if c.cell_type == "code" and ends_in_summary(c.source)]
+    if path.stem == "quickstart":
+        assert summaries, "the quickstart shows li.summary"
+    for cell in summaries:  # shown once: one HTML table, with the table as its text
+        shown = [o for o in cell.outputs if o.output_type in ("display_data", "execute_result")]
+        assert len(shown) == 1, cell.source
+        assert 'class="lazyinit-summary"' in shown[0].data["text/html"], cell.source
+        assert "summary" in shown[0].data["text/plain"].splitlines()[0], cell.source
+
+
+def ends_in_summary(source: str) -> bool:
+    lines = [line for line in source.strip().splitlines() if not line.startswith("#")]
+    return bool(lines) and lines[-1].startswith("li.summary(")
 
 
 def output_problems(cell) -> list[str]:
