@@ -162,7 +162,6 @@ def gpt_decoder(
     tie_head: bool = True,
 ) -> li.Layer:
     """GPT-2 (small by default: 124,439,808 params): tied head unless ``tie_head=False``."""
-    init = li.initializers.normal(0.02)
 
     def block() -> Block:
         mlp = li.Sequential(
@@ -172,10 +171,10 @@ def gpt_decoder(
         return Block(li.LayerNorm(), attn, li.LayerNorm(), mlp, li.Dropout(dropout))
 
     return Decoder(
-        embed=li.Embedding(vocab, d_model, embedding_init=init),
+        embed=li.Embedding(vocab, d_model),  # N(0, 0.02), GPT-2's: the tied head starts small
         blocks=li.Sequential([block() for _ in range(num_layers)]),
         norm=li.LayerNorm(),
-        positions=li.Embedding(max_len, d_model, embedding_init=init, axes=(None, "embed")),
+        positions=li.Embedding(max_len, d_model, axes=(None, "embed")),
         head=None if tie_head else li.Linear(vocab, use_bias=False, axes=("embed", "vocab")),
     )
 
@@ -201,7 +200,7 @@ def llama_decoder(
         return Block(li.RMSNorm(eps=1e-5), attn, li.RMSNorm(eps=1e-5), mlp)
 
     return Decoder(
-        embed=li.Embedding(vocab, d_model, embedding_init=li.initializers.normal(0.02)),
+        embed=li.Embedding(vocab, d_model),
         blocks=li.Sequential([block() for _ in range(num_layers)]),
         norm=li.RMSNorm(eps=1e-5),
         head=li.Linear(vocab, use_bias=False, axes=("embed", "vocab")),

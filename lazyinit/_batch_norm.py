@@ -117,7 +117,10 @@ class BatchNorm(Layer):
 class InstanceNorm(Layer):
     """Normalizes each channel of each sample over its spatial axes, as PyTorch's ``InstanceNorm``.
 
-    PyTorch's defaults: no affine parameters and no running statistics. With
+    ``InstanceNorm{1,2,3}d``'s defaults: no affine parameters and no running
+    statistics. PyTorch's ``LazyInstanceNorm{1,2,3}d`` differ (they are affine
+    and track running statistics by default, as BatchNorm does); for those,
+    pass ``affine=True, track_running_stats=True``. With
     ``track_running_stats=True``, training updates them with the batch average
     of the per-sample statistics and evaluation normalizes with them.
 
