@@ -1,4 +1,7 @@
-"""The benchmark suite runs end to end (``python -m benchmarks --quick``); no timing is asserted."""
+"""The benchmark suite runs end to end (``python -m benchmarks --quick``); no timing is asserted.
+
+``--quick`` is a smoke test sized for CI: every figure and library once, on the MLP.
+"""
 
 from __future__ import annotations
 
@@ -50,15 +53,18 @@ def test_quick_mode_prints_every_figure(quick_output):
     assert "Machine:" in saved and "jax 0.10" in saved
 
 
-def test_quick_mode_measures_every_library_and_model(quick_output):
+def test_quick_mode_measures_every_library_on_the_mlp_only(quick_output):
+    """--quick stays under a minute: each library once, on the MLP (the CNN and GPT of every
+    library are checked abstractly below); the decoder-depth figure on jax and lazyinit."""
     stdout, _ = quick_output
     fig1 = stdout.split("### 1.")[1].split("###")[0]
-    for model in ["M1 MLP", "M2 CNN", "M3 GPT"]:
-        for lib in ["jax", "lazyinit", "flax", "haiku", "equinox"]:
-            assert any(model in line and f"| {lib} " in line for line in fig1.splitlines()), (
-                model,
-                lib,
-            )
+    rows = [line for line in fig1.splitlines() if line.startswith("| M")]
+    for lib in ["jax", "lazyinit", "flax", "haiku", "equinox"]:
+        assert any("M1 MLP" in line and f"| {lib} " in line for line in rows), lib
+    assert all("M1 MLP" in line for line in rows), rows
+    fig8a = stdout.split("### 8a.")[1].split("###")[0]
+    header = next(line for line in fig8a.splitlines() if line.startswith("| layers"))
+    assert [c.strip() for c in header.strip("|").split("|")] == ["layers", "jax", "lazyinit"]
 
 
 def test_targets_have_a_verdict(quick_output):
