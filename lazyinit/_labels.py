@@ -35,8 +35,9 @@ def labels(
       model: the :class:`lazyinit.Layer` the params belong to.
       params: its params, or a part of them (the trainable half of
         ``li.partition``): the labels follow this tree's structure.
-      *sample, **kw: a sample input: which parameters are buffers is read
-        from the specs the model declares on it.
+      *sample: a sample input: which parameters are buffers is read from
+        the specs the model declares on it.
+      **kw: sample keyword inputs.
       frozen: path patterns (``'backbone'``, ``'*/bias'``, the ``dtype=``
         syntax) of trainable parameters to freeze. Buffers stay ``"buffer"``.
 
@@ -44,12 +45,13 @@ def labels(
       InvalidArgumentError: no sample, or a pattern that matches no parameter.
       ParamsMismatchError: ``params`` holds paths the model does not have.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> model = li.Sequential([li.Linear(4), li.BatchNorm(), li.Linear(2)])
-    >>> x = jnp.ones((2, 3))
-    >>> params = li.dry_run(model, jax.random.key(0), x)
-    >>> li.labels(model, params, x, frozen="0")
-    {'0': {'kernel': 'frozen', 'bias': 'frozen'}, '1': {'scale': 'trainable', 'bias': 'trainable', 'mean': 'buffer', 'var': 'buffer'}, '2': {'kernel': 'trainable', 'bias': 'trainable'}}
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> model = li.Sequential([li.Linear(4), li.BatchNorm(), li.Linear(2)])
+        >>> x = jnp.ones((2, 3))
+        >>> params = li.dry_run(model, jax.random.key(0), x)
+        >>> li.labels(model, params, x, frozen="0")
+        {'0': {'kernel': 'frozen', 'bias': 'frozen'}, '1': {'scale': 'trainable', 'bias': 'trainable', 'mean': 'buffer', 'var': 'buffer'}, '2': {'kernel': 'trainable', 'bias': 'trainable'}}
     """
     if not sample and not kw:
         raise InvalidArgumentError(

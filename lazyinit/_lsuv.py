@@ -127,9 +127,10 @@ def lsuv(
     Every other leaf is kept as it is (the same objects).
 
     Args:
-      model, params: the model and its materialized params.
-      *batch, **kw: what the model is called with after ``params`` (keywords
-        such as ``train=False`` are passed on).
+      model: the :class:`lazyinit.Layer`.
+      params: its materialized params.
+      *batch: what the model is called with after ``params``.
+      **kw: keywords the model is called with (``train=False``...).
       target: the output variance to reach.
       tol: the relative tolerance on it.
       max_iters: rescalings per layer before giving up.
@@ -139,12 +140,13 @@ def lsuv(
       RescaleLayerError: a layer's output is constant on the batch, or does
         not reach the target within ``max_iters`` rescalings.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> model = li.Sequential([li.Linear(8), li.tanh, li.Linear(8)])
-    >>> x = jax.random.normal(jax.random.key(1), (64, 4))
-    >>> params = li.lsuv(model, li.dry_run(model, jax.random.key(0), x), x)
-    >>> round(float(jnp.var(model(params, x))), 2)
-    1.0
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> model = li.Sequential([li.Linear(8), li.tanh, li.Linear(8)])
+        >>> x = jax.random.normal(jax.random.key(1), (64, 4))
+        >>> params = li.lsuv(model, li.dry_run(model, jax.random.key(0), x), x)
+        >>> round(float(jnp.var(model(params, x))), 2)
+        1.0
     """
     flat = _refuse_holes(params, "li.lsuv")
     if not batch and not kw:
@@ -190,7 +192,8 @@ def warmup_stats(model: Any, params: Params, /, batches: Iterable[Any], **kw: An
     other buffers are kept as they are (the same objects).
 
     Args:
-      model, params: the model and its materialized params.
+      model: the :class:`lazyinit.Layer`.
+      params: its materialized params.
       batches: an iterable of batches; a batch is an array or a tuple of the
         model's positional inputs.
       **kw: keywords the model is called with (besides ``train=True``).
@@ -199,15 +202,16 @@ def warmup_stats(model: Any, params: Params, /, batches: Iterable[Any], **kw: An
       UninitializedParamError: ``params`` holds placeholders or ``ShapeDtypeStruct``s.
       InvalidArgumentError: no batch, or a model without running statistics.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> model = li.Sequential([li.Linear(3), li.BatchNorm()])
-    >>> x = jnp.arange(12.0).reshape(4, 3)
-    >>> params = li.dry_run(model, jax.random.key(0), x)
-    >>> new = li.warmup_stats(model, params, [x[:2], x[2:]])
-    >>> new["0"] is params["0"]
-    False
-    >>> new["0"]["kernel"] is params["0"]["kernel"]
-    True
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> model = li.Sequential([li.Linear(3), li.BatchNorm()])
+        >>> x = jnp.arange(12.0).reshape(4, 3)
+        >>> params = li.dry_run(model, jax.random.key(0), x)
+        >>> new = li.warmup_stats(model, params, [x[:2], x[2:]])
+        >>> new["0"] is params["0"]
+        False
+        >>> new["0"]["kernel"] is params["0"]["kernel"]
+        True
     """
     flat = _refuse_holes(params, "li.warmup_stats")
     batches = [b if isinstance(b, tuple) else (b,) for b in batches]

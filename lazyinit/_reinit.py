@@ -64,7 +64,8 @@ def reinit(
       model: the :class:`lazyinit.Layer` the params belong to.
       params: its materialized params (a dry run's or a load's result).
       key: the root key of the fresh dry run whose values to take.
-      *sample, **kw: a sample input, as for the dry run.
+      *sample: a sample input, as for the dry run.
+      **kw: sample keyword inputs, as for the dry run.
       paths: a path pattern or several (``'head'``, ``'*/bias'``), the
         syntax of ``dtype=`` per path.
 
@@ -74,15 +75,16 @@ def reinit(
       StateMismatchError: ``params`` lacks parameters of the model, or
         holds some it does not have or of another shape.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> model = li.Sequential([li.Linear(4), li.relu, li.Linear(2)])
-    >>> x = jnp.ones((1, 3))
-    >>> params = li.dry_run(model, jax.random.key(0), x)
-    >>> new = li.reinit(model, params, jax.random.key(1), x, paths="2")
-    >>> new["0"]["kernel"] is params["0"]["kernel"]
-    True
-    >>> bool((new["2"]["kernel"] == li.dry_run(model, jax.random.key(1), x)["2"]["kernel"]).all())
-    True
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> model = li.Sequential([li.Linear(4), li.relu, li.Linear(2)])
+        >>> x = jnp.ones((1, 3))
+        >>> params = li.dry_run(model, jax.random.key(0), x)
+        >>> new = li.reinit(model, params, jax.random.key(1), x, paths="2")
+        >>> new["0"]["kernel"] is params["0"]["kernel"]
+        True
+        >>> bool((new["2"]["kernel"] == li.dry_run(model, jax.random.key(1), x)["2"]["kernel"]).all())
+        True
     """
     t = trace(model, *sample, **kw)
     chosen = select(t, paths, what="li.reinit")
