@@ -104,7 +104,9 @@ def test_partly_lazy_file_plugs_into_dry_run(tmp_path, params):
     li.save(tmp_path / "p.safetensors", partial)
     state, _ = li.load(tmp_path / "p.safetensors", like=li.lazy_state(mlp()))
     assert isinstance(state["2"]["kernel"], li.Uninitialized)
-    out, report = li.dry_run(mlp(), jax.random.key(1), jnp.ones((1, 3)), state=state, strict=False)
+    out, report = li.dry_run_with_report(
+        mlp(), jax.random.key(1), jnp.ones((1, 3)), state=state, strict=False
+    )
     assert same(out["0"], params["0"])
     assert report.kept == ("0/bias", "0/kernel")
     assert report.initialized == ("2/bias", "2/kernel")

@@ -116,24 +116,3 @@ def test_batch_norm_train_step_threads_buffers_under_jit():
 def test_combinators_refuse_entries_that_are_not_callable(combinator):
     with pytest.raises(li.InvalidLayerError, match="Sequential entry 1 is a int"):
         combinator([li.Linear(2), 3])
-
-
-def test_readme_batch_norm_train_step_runs():
-    """The README's "Layers" train step, run as written on a few tiny batches."""
-    import pathlib
-    import re
-
-    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
-    (code,) = [b for b in blocks if "def train_step(trainable, buffers, opt_state" in b]
-    rng = np.random.default_rng(0)
-    batches = [
-        (jnp.asarray(rng.standard_normal((4, 6, 6, 3)), jnp.float32), jnp.array([0, 1, 2, 3]))
-        for _ in range(2)
-    ]
-    scope = {"jax": jax, "jnp": jnp, "li": li, "key": jax.random.key(1)}
-    scope.update(images=batches[0][0], batches=batches)
-    exec(code, scope)
-    assert scope["logits"].shape == (4, 10)
-    assert shapes(scope["buffers"])["1"] == {"mean": (32,), "var": (32,)}
-    assert not np.allclose(scope["buffers"]["1"]["mean"], 0)
