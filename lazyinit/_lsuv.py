@@ -102,6 +102,17 @@ def _output_of(model: Any, params: Params, args: tuple, kw: dict, path: Path, la
     return seen[0]
 
 
+def _variance(model: Any, kw: dict, path: Path, layer: Any) -> Any:
+    """The jit-compiled ``(params, args) -> variance of the output of layer at path``."""
+
+    @jax.jit
+    def variance(params: Params, args: tuple) -> jax.Array:
+        out = _output_of(model, params, args, kw, path, layer)
+        return jnp.var(jnp.asarray(out, jnp.float32))
+
+    return variance
+
+
 def _scaled(flat: dict[Path, Any], path: Path, factor: Any) -> dict[Path, Any]:
     kernel = flat[path]
     return {**flat, path: (kernel * factor).astype(kernel.dtype)}
@@ -154,12 +165,7 @@ def lsuv(
     t = trace(model, *batch, **kw)
     skeleton = _paths.subtrees(params)
     for path, layer in _kernel_layers(t):
-
-        @jax.jit
-        def variance(params: Params, args: tuple, path: Path = path, layer: Any = layer) -> Any:
-            out = _output_of(model, params, args, kw, path, layer)
-            return jnp.var(jnp.asarray(out, jnp.float32))
-
+        variance = _variance(model, kw, path, layer)
         kernel = (*path, "kernel")
         where = f"{type(layer).__name__} at {_paths.join(path)!r}"
         for _ in range(max_iters + 1):
