@@ -37,7 +37,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from . import _paths
+from . import _match, _paths
 from ._errors import (
     DeletedParamError,
     InvalidTreeError,
@@ -45,7 +45,6 @@ from ._errors import (
     UninitializedParamError,
     WriteCheckpointError,
 )
-from ._match import describe_mismatch
 from ._spec import Uninitialized
 
 __all__ = ["TrainingCheckpoints"]
@@ -265,19 +264,18 @@ class TrainingCheckpoints:
                 f"like= holds placeholders: {', '.join(holes)}. Restore against the state a "
                 "fresh run starts from (after li.dry_run), or its jax.eval_shape."
             )
-        problems = []
-        for p, w in want.items():
-            s = saved.get(p)
-            if s is None:
-                problems.append(f"missing key {p!r}{_paths.near_miss((p,), [(q,) for q in saved])}")
-            elif hasattr(w, "shape") and tuple(s.shape) != tuple(np.shape(w)):
-                problems.append(describe_mismatch((p,), s, w, "saved", "expected"))
-            elif hasattr(w, "dtype") and np.dtype(s.dtype) != np.dtype(w.dtype):
-                problems.append(
-                    f"dtype mismatch for {p!r}: saved {np.dtype(s.dtype).name}, expected "
-                    f"{np.dtype(w.dtype).name}"
-                )
-        problems += [f"unexpected key {p!r}" for p in saved if p not in want]
+        # The load rules, as every entry point applies them (lazyinit._match).
+        m = _match.match(
+            {
+                (p,): _match.Target(tuple(np.shape(w)), getattr(w, "dtype", None))
+                for p, w in want.items()
+            },
+            {(p,): jax.ShapeDtypeStruct(tuple(v.shape), v.dtype) for p, v in saved.items()},
+            abstract=True,
+            found="saved",
+            cast_hint="restore against a like= state in the saved dtype",
+        )
+        problems = m.problems + _match.missing_lines(m) + _match.unexpected_lines(m, m.missing)
         if problems:
             raise StateMismatchError(
                 f"Cannot restore step {step} from {self.directory!r} ({len(problems)} "
