@@ -16,7 +16,7 @@ import time
 
 import jax
 
-from . import common, figures, registry
+from . import common, figures, figures_transforms, registry
 
 # --quick is CI's smoke test (under a minute on 2 cores): every figure and every library run
 # once at tiny sizes, on the MLP (figure 8: the decoder, jax and lazyinit). Each library's CNN
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         "--reps", type=int, default=None, help="repeats per measurement (default 3)"
     )
     parser.add_argument(
-        "--figures", nargs="*", default=None, help="figures to run: 1..8 (default all)"
+        "--figures", nargs="*", default=None, help="figures to run: 1..9 (default all)"
     )
     parser.add_argument(
         "--models",
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         libs=libs,
         models=tuple(args.models or (QUICK_MODELS if args.quick else common.MODELS)),
     )
-    chosen = set(args.figures or "12345678")
+    chosen = set(args.figures or "123456789")
     out = [
         f"# lazyinit benchmarks{' (--quick: tiny sizes, figures meaningless)' if args.quick else ''}",
         "",
@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.quick and not args.libs:
             deep = dataclasses.replace(cfg, libs=tuple(l for l in libs if l in QUICK_DEPTH_LIBS))
         for table in figures.figure8(deep):
+            emit(table)
+    if "9" in chosen:  # li.Repeat, remat, li.Ensemble (benchmarks/figures_transforms.py)
+        for table in figures_transforms.run(args.quick):
             emit(table)
     out.append(f"\nTotal time: {time.perf_counter() - t0:.0f} s\n")
     print(out[-1], flush=True)
