@@ -34,6 +34,7 @@ from ._batch_norm import BatchNorm, InstanceNorm
 from ._buffers import apply
 from ._errors import InvalidArgumentError, RescaleLayerError, UninitializedParamError
 from ._recorder import Trace
+from ._reinit import select
 from ._tracer import trace
 from ._typing import Params, Path
 
@@ -126,6 +127,7 @@ def lsuv(
     target: float = 1.0,
     tol: float = 0.01,
     max_iters: int = 10,
+    paths: str | Iterable[str] | None = None,
     **kw: Any,
 ) -> Params:
     """Layer-sequential unit-variance init: rescales each ``kernel`` for unit output variance.
@@ -145,9 +147,12 @@ def lsuv(
       target: the output variance to reach.
       tol: the relative tolerance on it.
       max_iters: rescalings per layer before giving up.
+      paths: path patterns (the ``dtype=`` syntax: ``'head'``, ``'encoder/*'``)
+        of the layers to rescale; default: every layer with a kernel.
 
     Raises:
       UninitializedParamError: ``params`` holds placeholders or ``ShapeDtypeStruct``s.
+      InvalidArgumentError: a pattern of ``paths`` matches no layer.
       RescaleLayerError: a layer's output is constant on the batch, or does
         not reach the target within ``max_iters`` rescalings.
 
@@ -163,8 +168,11 @@ def lsuv(
     if not batch and not kw:
         raise InvalidArgumentError("li.lsuv needs a batch: li.lsuv(model, params, x).")
     t = trace(model, *batch, **kw)
+    chosen = None if paths is None else set(select(t, paths, what="li.lsuv(paths=...)"))
     skeleton = _paths.subtrees(params)
     for path, layer in _kernel_layers(t):
+        if chosen is not None and (*path, "kernel") not in chosen:
+            continue
         variance = _variance(model, kw, path, layer)
         kernel = (*path, "kernel")
         where = f"{type(layer).__name__} at {_paths.join(path)!r}"
@@ -174,7 +182,7 @@ def lsuv(
                 raise RescaleLayerError(
                     f"li.lsuv: the output of {where} has variance {var} on the batch, so no "
                     "rescaling of its kernel reaches the target. Use a batch of varied inputs "
-                    "(not all equal), or exclude this layer by initializing it otherwise."
+                    "(not all equal), or leave this layer out with paths=."
                 )
             if abs(var / target - 1) <= tol:
                 break

@@ -61,6 +61,16 @@ def test_lsuv_traces_one_compiled_function_per_layer(monkeypatch):
     assert traced == [("body",), ("head",)]  # in call order; reused by every rescaling
 
 
+def test_lsuv_rescales_only_the_layers_under_paths():
+    model = styles()["fields"]
+    params = li.dry_run(model, jax.random.key(0), X)
+    new = li.lsuv(model, params, X, paths="head")
+    assert new["body"]["kernel"] is params["body"]["kernel"]
+    assert abs(float(jnp.var(by_hand(new, X)["head"])) - 1) <= 0.05
+    with pytest.raises(li.InvalidArgumentError, match=r"'haed' match no parameter"):
+        li.lsuv(model, params, X, paths="haed")
+
+
 def test_lsuv_passes_call_keywords_and_takes_a_target():
     model = styles()["wrapper"]
     params = li.dry_run(model, jax.random.key(0), X)
@@ -88,7 +98,9 @@ def test_lsuv_and_warmup_refuse_placeholders_clearly(style):
 def test_lsuv_refuses_a_constant_output_naming_the_layer():
     model = styles()["fields"]
     params = li.dry_run(model, jax.random.key(0), X)
-    with pytest.raises(li.RescaleLayerError, match=r"output of Linear at 'body' has variance 0.0"):
+    with pytest.raises(
+        li.RescaleLayerError, match=r"output of Linear at 'body' has variance 0.0.*paths="
+    ):
         li.lsuv(model, params, jnp.zeros_like(X))
 
 
