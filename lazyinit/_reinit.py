@@ -20,6 +20,7 @@ from ._dry_run import dry_run
 from ._errors import InvalidArgumentError, StateMismatchError, UninitializedParamError
 from ._recorder import DEFAULT_DTYPE, Trace
 from ._spec import Uninitialized
+from ._trace_cache import is_abstract
 from ._tracer import trace
 from ._typing import Params, Path
 
@@ -70,7 +71,7 @@ def reinit(
         syntax of ``dtype=`` per path.
 
     Raises:
-      InvalidArgumentError: a pattern matches no parameter.
+      InvalidArgumentError: a pattern matches no parameter, or the sample is abstract.
       UninitializedParamError: ``params`` holds placeholders (dry-run first).
       StateMismatchError: ``params`` lacks parameters of the model, or
         holds some it does not have or of another shape.
@@ -86,6 +87,12 @@ def reinit(
         >>> bool((new["2"]["kernel"] == li.dry_run(model, jax.random.key(1), x)["2"]["kernel"]).all())
         True
     """
+    if is_abstract((sample, kw)):
+        raise InvalidArgumentError(
+            "li.reinit draws values, but the sample is abstract (jax.ShapeDtypeStruct): the "
+            "dry run would return ShapeDtypeStructs for every leaf. Pass an array sample, "
+            "such as jnp.zeros(shape, dtype) of one example."
+        )
     t = trace(model, *sample, **kw)
     chosen = select(t, paths, what="li.reinit")
     flat = _paths.flatten(params, _paths.is_leaf, what="params")

@@ -74,6 +74,15 @@ def test_a_pattern_that_matches_nothing_is_refused_listing_the_layers():
         li.reinit(model, params, jax.random.key(1), X, paths=["head", "haed"])
 
 
+def test_an_abstract_sample_is_refused():
+    model = Fields()
+    params = li.dry_run(model, jax.random.key(0), X)
+    with pytest.raises(li.InvalidArgumentError, match=r"li.reinit draws values.*array sample"):
+        li.reinit(
+            model, params, jax.random.key(1), jax.ShapeDtypeStruct(X.shape, X.dtype), paths="head"
+        )
+
+
 def test_placeholders_are_refused():
     model = Fields()
     state = li.lazy_state(model, X)
