@@ -35,6 +35,7 @@ from ._buffers import apply
 from ._errors import InvalidArgumentError, RescaleLayerError, UninitializedParamError
 from ._recorder import Trace
 from ._reinit import select
+from ._trace_cache import is_abstract
 from ._tracer import trace
 from ._typing import Params, Path
 
@@ -165,8 +166,11 @@ def lsuv(
         1.0
     """
     flat = _refuse_holes(params, "li.lsuv")
-    if not batch and not kw:
-        raise InvalidArgumentError("li.lsuv needs a batch: li.lsuv(model, params, x).")
+    if (not batch and not kw) or is_abstract((batch, kw)):
+        raise InvalidArgumentError(
+            "li.lsuv needs a batch of data (arrays, not jax.ShapeDtypeStruct): "
+            "li.lsuv(model, params, x)."
+        )
     t = trace(model, *batch, **kw)
     chosen = None if paths is None else set(select(t, paths, what="li.lsuv(paths=...)"))
     skeleton = _paths.subtrees(params)
@@ -229,8 +233,10 @@ def warmup_stats(model: Any, params: Params, /, batches: Iterable[Any], **kw: An
     """
     flat = _refuse_holes(params, "li.warmup_stats")
     batches = [b if isinstance(b, tuple) else (b,) for b in batches]
-    if not batches:
-        raise InvalidArgumentError("li.warmup_stats needs at least one batch, got none.")
+    if not batches or is_abstract(batches):
+        raise InvalidArgumentError(
+            "li.warmup_stats needs at least one batch of data (arrays, not jax.ShapeDtypeStruct)."
+        )
     t = trace(model, *batches[0], **kw)
     layers = {
         p[:-1]: t.owners[p]

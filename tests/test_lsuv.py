@@ -164,8 +164,13 @@ def test_warmup_stats_instance_norm_averages_per_sample_statistics():
 def test_warmup_stats_refusals():
     model = styles()["fields"]
     params = li.dry_run(model, jax.random.key(0), X)
-    with pytest.raises(li.InvalidArgumentError, match="needs at least one batch"):
+    with pytest.raises(li.InvalidArgumentError, match="needs at least one batch of data"):
         li.warmup_stats(model, params, [])
+    abstract = jax.ShapeDtypeStruct(X.shape, X.dtype)
+    with pytest.raises(li.InvalidArgumentError, match=r"batch of data \(arrays, not jax.Shape"):
+        li.warmup_stats(model, params, [abstract])
+    with pytest.raises(li.InvalidArgumentError, match=r"li.lsuv needs a batch of data \(arrays"):
+        li.lsuv(model, params, abstract)
     plain = li.Linear(3)
     with pytest.raises(li.InvalidArgumentError, match="Linear has no BatchNorm or InstanceNorm"):
         li.warmup_stats(plain, li.dry_run(plain, jax.random.key(0), X), BATCHES)
