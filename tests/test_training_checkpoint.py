@@ -222,3 +222,58 @@ def test_two_leaves_at_one_path_are_refused(tmp_path):
     with li.TrainingCheckpoints(tmp_path / "run") as ckpts:
         with pytest.raises(li.InvalidTreeError, match=r"two leaves at one path"):
             ckpts.save(0, {"t": _Twins(jnp.ones(1), li.Uninitialized((1,)))})
+
+
+# -- issue 13, items 5 and 7 ------------------------------------------------------------------
+
+
+def test_item7_zero_size_arrays_are_refused_before_orbax_writes(tmp_path):
+    with li.TrainingCheckpoints(tmp_path) as ckpts:
+        with pytest.raises(
+            li.WriteCheckpointError,
+            match=r"zero-size arrays with orbax: 'empty' \(shapes \(0, 3\)\)",
+        ):
+            ckpts.save(1, {"empty": jnp.zeros((0, 3)), "w": jnp.ones(2)})
+        assert ckpts.steps() == []
+    assert sorted(os.listdir(tmp_path)) == [".lazyinit.lock"]  # no orbax temporary left
+
+
+def test_item7_keys_1_and_str_1_in_one_dict_are_an_invalid_tree_error(tmp_path):
+    with li.TrainingCheckpoints(tmp_path) as ckpts:
+        with pytest.raises(li.InvalidTreeError, match=r"dict at 'opt' whose keys are of different"):
+            ckpts.save(1, {"opt": {1: jnp.ones(2), "1": jnp.ones(2)}})
+
+
+def _orbax_leftover(directory, step):
+    """What a save killed midway leaves: orbax's temporary directory, made by orbax itself."""
+    import orbax.checkpoint as ocp
+
+    manager = ocp.CheckpointManager(directory, item_handlers=ocp.StandardCheckpointHandler())
+    with pytest.raises(ValueError, match="zero size"):
+        manager.save(step, args=ocp.args.StandardSave({"w": jnp.zeros((0,))}))
+    manager.close()
+    return [n for n in os.listdir(directory) if ".orbax-checkpoint-tmp" in n]
+
+
+def test_item5_opening_the_directory_deletes_killed_saves_temporaries(tmp_path):
+    assert _orbax_leftover(tmp_path, 9) == ["9.orbax-checkpoint-tmp"]
+    with li.TrainingCheckpoints(tmp_path) as ckpts:
+        assert [n for n in os.listdir(tmp_path) if "tmp" in n] == []
+        assert ckpts.steps() == []
+
+
+def test_item5_a_live_writers_directory_is_not_cleaned(tmp_path):
+    with li.TrainingCheckpoints(tmp_path):
+        leftover = _orbax_leftover(tmp_path, 9)
+        with li.TrainingCheckpoints(tmp_path):  # a second writer while the first lives
+            assert [n for n in os.listdir(tmp_path) if "tmp" in n] == leftover
+
+
+def test_item5_keep_is_honoured_when_reopening_after_a_crash(tmp_path):
+    state = {"w": jnp.ones(2)}
+    with li.TrainingCheckpoints(tmp_path, keep=10) as ckpts:  # as if pruning never ran
+        for step in range(7):
+            ckpts.save(step, state)
+    with li.TrainingCheckpoints(tmp_path, keep=3) as ckpts:
+        assert ckpts.steps() == [4, 5, 6]
+        assert ckpts.restore(like=state)["w"].shape == (2,)
