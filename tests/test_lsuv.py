@@ -39,6 +39,26 @@ def test_lsuv_gives_each_layer_unit_output_variance_on_the_batch(style):
             assert flat(new)[p] is v, p
 
 
+def test_lsuv_on_a_conv_net_gives_each_conv_and_linear_unit_variance():
+    model = li.Sequential(
+        [
+            li.Conv(8, (3, 3), padding=1),
+            li.BatchNorm(),
+            li.relu,
+            li.Conv(8, (3, 3), padding=1),
+            li.relu,
+            li.Flatten(),
+            li.Linear(5),
+        ]
+    )
+    x = jax.random.uniform(jax.random.key(3), (32, 8, 8, 1))
+    params = li.lsuv(model, li.dry_run(model, jax.random.key(0), x), x)
+    for k in (0, 3, 6):  # layer k's output: the output of the model's first k + 1 layers
+        prefix = li.Sequential(model.layers[: k + 1])
+        sub = {str(i): params[str(i)] for i in range(k + 1) if str(i) in params}
+        assert abs(float(jnp.var(prefix(sub, x))) - 1) <= 0.05, k
+
+
 def test_lsuv_is_deterministic_and_pure():
     model = styles()["fields"]
     params = li.dry_run(model, jax.random.key(0), X)
