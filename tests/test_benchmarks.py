@@ -47,6 +47,9 @@ def test_quick_mode_prints_every_figure(quick_output):
         "### 8b.",
         "### 8c.",
         "### 8d.",
+        "### 9b.",
+        "### 9c.",
+        "### 9d.",
     ]:
         assert title in stdout, title
     assert saved.startswith("# lazyinit benchmarks (--quick")
