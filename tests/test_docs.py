@@ -139,3 +139,16 @@ def test_readme_links_point_at_files_that_exist():
     links = [l for l in re.findall(r"\]\(([^)#]+)\)", readme) if "://" not in l]
     assert len(links) >= 10
     assert [l for l in links if not (ROOT / l).exists()] == []
+
+
+def test_benchmarks_readme_is_dated_ordered_and_in_plain_words():
+    text = (ROOT / "benchmarks" / "README.md").read_text()
+    figures = re.findall(r"^### (\d+[a-d]?)\. ", text, re.M)
+    assert figures == sorted(figures, key=lambda f: (int(re.match(r"\d+", f)[0]), f)), figures
+    assert {"1", "2", "3", "4", "5", "6", "7", "8a", "8d"} <= set(figures)
+    runs = re.split(r"^#{2,3} (?=20\d\d-\d\d-\d\d)|^## The full run: ", text, flags=re.M)[1:]
+    assert len(runs) >= 3
+    for run in runs:  # each dated run says how it was made
+        assert re.match(r"20\d\d-\d\d-\d\d, \d\d:\d\d UTC", run), run[:60]
+        assert "Command:" in run or "Measured with" in run, run[:200]
+    assert "issue" not in text.lower()
