@@ -75,3 +75,45 @@ def test_sigkill_during_saves_never_loses_the_previous_checkpoint(tmp_path):
         np.testing.assert_array_equal(tree["w"], np.full(SIZE, k, np.float32))
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert all(name.startswith(".round") for name in leftovers)  # named as documented, ignored
+    for r in range(ROUNDS):  # the next save of each file deletes what killed saves left
+        li.save(tmp_path / f"round{r}.safetensors", {"w": np.ones(1)}, overwrite=True)
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+TRAINER = textwrap.dedent(
+    """
+    import sys
+    import jax.numpy as jnp
+    import lazyinit as li
+
+    ckpts = li.TrainingCheckpoints(sys.argv[1], keep=2)
+    step = 0
+    while True:
+        step += 1
+        ckpts.save(step, {"w": jnp.full((512, 512), step, jnp.float32), "step": jnp.asarray(step)})
+        print(step, flush=True)
+    """
+)
+
+
+def test_sigkill_during_training_checkpoint_saves_leaves_nothing_after_reopening(tmp_path):
+    child = subprocess.Popen(
+        [sys.executable, "-c", TRAINER, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+    try:
+        done = [int(child.stdout.readline() or 0) for _ in range(3)]  # three steps finished
+    finally:
+        child.kill()  # SIGKILL, most likely in the middle of step 4's save
+        child.wait()
+        child.stdout.close()
+    assert done == [1, 2, 3]
+    with li.TrainingCheckpoints(tmp_path, keep=2) as ckpts:
+        assert [n for n in os.listdir(tmp_path) if "tmp" in n] == []
+        steps = ckpts.steps()
+        assert len(steps) == 2 and steps[-1] >= 3
+        state = ckpts.restore(like={"w": np.zeros((512, 512), np.float32), "step": np.int32(0)})
+        assert int(state["step"]) == steps[-1] and float(state["w"][0, 0]) == steps[-1]
