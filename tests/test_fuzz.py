@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lazyinit as li
+from lazyinit import _checkpoint_format
 
 TREE = {
     "layer": {"kernel": jnp.arange(6, dtype=jnp.float32).reshape(2, 3), "bias": jnp.ones(3)},
@@ -131,3 +132,97 @@ def test_random_byte_overwrites_with_a_template(target, valid, data):
         np.asarray(tree["layer"]["kernel"]).tobytes()
         == np.asarray(TREE["layer"]["kernel"]).tobytes()
     )
+
+
+# -- crafted files (issue 13): the checksum is no secret, so the structural checks must hold ---
+
+
+def _craft(valid, edit):
+    """``valid`` with its header edited by ``edit(header)`` and the checksum recomputed to match."""
+    n = struct.unpack("<Q", valid[:8])[0]
+    header, data = json.loads(valid[8 : 8 + n]), valid[8 + n :]
+    edit(header)
+    meta = header.get("__metadata__", {})
+    try:
+        layout = json.dumps(json.loads(meta["tree"]), separators=(",", ":"))
+        table = [
+            (k, e["dtype"], e["shape"], data[e["data_offsets"][0] : e["data_offsets"][1]])
+            for k, e in header.items()
+            if k != "__metadata__"
+        ]
+        meta["checksum"] = _checkpoint_format._digest(layout, table)
+    except Exception:  # whatever made the header unreadable is what the loader must report
+        pass
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+def crafted_outcome(target, data):
+    """'ok' (any tree) or 'format'; any other exception fails the test."""
+    target.write_bytes(data)
+    try:
+        li.load(target)
+        li.check_checkpoint(target, li.Uninitialized())
+    except li.ReadCheckpointError as e:
+        assert str(target) in str(e)
+        return "format"
+    return "ok"
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@given(node=JSON, where=st.sampled_from(["layer", "lazy", "step", "root", "deep"]))
+def test_crafted_tree_metadata_is_only_ever_a_format_error(target, valid, node, where):
+    def edit(header):
+        tree = json.loads(header["__metadata__"]["tree"])
+        if where == "root":
+            tree = node
+        elif where == "deep":
+            for _ in range(150):
+                tree = {"a": tree}
+        else:
+            tree[where] = node
+        header["__metadata__"]["tree"] = json.dumps(tree)
+
+    assert crafted_outcome(target, _craft(valid, edit)) in ("ok", "format")
+
+
+NUMBERS = (
+    st.integers(-(2**70), 2**70)
+    | st.sampled_from([0, 1, -1, 2**31, 2**32, 2**63 - 1, 2**63, 2**64])
+    | st.floats(allow_nan=False)
+    | st.just(None)
+)
+
+
+@given(
+    name=st.sampled_from(["layer/kernel", "layer/bias", "step"]),
+    field=st.sampled_from(["shape", "data_offsets"]),
+    index=st.integers(0, 2),
+    value=NUMBERS,
+)
+def test_crafted_numeric_header_fields_are_only_ever_a_format_error(
+    target, valid, name, field, index, value
+):
+    def edit(header):
+        numbers = header[name][field]
+        if index < len(numbers):
+            numbers[index] = value
+        else:
+            numbers.append(value)
+
+    assert crafted_outcome(target, _craft(valid, edit)) in ("ok", "format")
+
+
+@given(length=NUMBERS.filter(lambda v: isinstance(v, int) and 0 <= v < 2**64))
+def test_any_header_length_field_is_a_format_error_or_the_real_one(target, valid, length):
+    n = struct.unpack("<Q", valid[:8])[0]
+    expected = "ok" if length == n else "format"
+    assert crafted_outcome(target, struct.pack("<Q", length) + valid[8:]) == expected
