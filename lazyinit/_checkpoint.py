@@ -19,9 +19,9 @@ import jax
 import numpy as np
 
 from . import _checkpoint_format as _format
-from . import _paths
+from . import _match, _paths
 from ._errors import InvalidArgumentError, StateMismatchError, WriteCheckpointError
-from ._match import Report, describe_mismatch
+from ._match import Report
 from ._match import report as _report
 from ._materialize import placement
 from ._paths import is_leaf
@@ -98,71 +98,6 @@ def _flatten(tree: Any, what: str) -> dict[Path, Any]:
 # Loading against a template.
 
 
-def _found(entry: Any) -> Any:
-    return entry if isinstance(entry, Uninitialized) else jax.ShapeDtypeStruct(entry[1], entry[0])
-
-
-def _merge_placeholders(path: Path, want: Uninitialized, got: Uninitialized) -> Any:
-    """Two placeholders for one path: the union of what each knows, or None if they disagree."""
-    if want.shape is None or got.shape is None:
-        shape = want.shape if got.shape is None else got.shape
-    elif len(want.shape) != len(got.shape) or any(
-        a is not None and b is not None and a != b for a, b in zip(want.shape, got.shape)
-    ):
-        return None
-    else:
-        shape = tuple(a if a is not None else b for a, b in zip(want.shape, got.shape))
-    return Uninitialized(shape, want.dtype or got.dtype, want.device)
-
-
-def _check(
-    path: Path, want: Any, got: Any, cast: bool, problems: list[str], casts: list[Path]
-) -> Any:
-    """What ``path`` becomes: the placeholder to return, the dtype to read in, or None (a problem)."""
-    where = _paths.join(path)
-    if isinstance(got, Uninitialized):
-        if isinstance(want, Uninitialized):
-            merged = _merge_placeholders(path, want, got)
-            if merged is None:
-                problems.append(describe_mismatch(path, got, want, "saved placeholder", "expected"))
-            return merged
-        problems.append(
-            f"{where!r} was saved as a placeholder {got!r} with no value, but the template "
-            "wants an array. Dry-run the model with this state to initialize it, or load it "
-            "into a lazy state."
-        )
-        return None
-    dtype, shape = got
-    if isinstance(want, Uninitialized):
-        if not want.matches(shape):
-            problems.append(describe_mismatch(path, _found(got), want, "saved", "expected"))
-            return None
-        want_dtype = want.dtype
-    else:
-        if tuple(want.shape) != shape:
-            problems.append(describe_mismatch(path, _found(got), want, "saved", "expected"))
-            return None
-        want_dtype = np.dtype(want.dtype)
-    if want_dtype is not None and np.dtype(want_dtype) != np.dtype(dtype):
-        if not cast:
-            problems.append(
-                f"dtype mismatch for {where!r}: saved {dtype}, expected {np.dtype(want_dtype).name} "
-                "(pass cast=True to convert it)"
-            )
-            return None
-        casts.append(path)
-        dtype = np.dtype(want_dtype).name
-    if _needs_x64(np.dtype(dtype)):
-        if not jax.config.jax_enable_x64:
-            problems.append(
-                f"{where!r} is {dtype} but 64-bit types are off: run "
-                "jax.config.update('jax_enable_x64', True), or load with a 32-bit template "
-                "and cast=True"
-            )
-            return None
-    return np.dtype(dtype)
-
-
 def _covered(want: dict[Path, Any], entries: dict[Path, Any]) -> dict[Path, Path]:
     """Saved paths that a template placeholder of unknown structure stands for, and its path.
 
@@ -201,35 +136,47 @@ class _Plan:
 
     def __init__(self, want: dict[Path, Any] | None, entries: dict[Path, Any], cast: bool):
         self.want, self.entries = want, entries
-        self.problems: list[str] = []  # size and dtype mismatches, placeholders that cannot fill
+        saved = {
+            p: e if isinstance(e, Uninitialized) else jax.ShapeDtypeStruct(e[1], e[0])
+            for p, e in entries.items()
+        }
+        if want is None:  # as saved
+            targets = {
+                p: _match.Target.of(e)
+                if isinstance(e, Uninitialized)
+                else _match.Target(tuple(e.shape), np.dtype(e.dtype))
+                for p, e in saved.items()
+            }
+        else:
+            targets = {p: _match.Target.of(w) for p, w in want.items()}
+        # The load rules, as every entry point applies them (lazyinit._match).
+        m = _match.match(
+            targets, saved, cast=cast, abstract=True, found="saved", current="expected"
+        )
+        self.matched = m
+        self.problems: list[str] = list(m.problems)
         self.how: dict[Path, Any] = {}  # path -> the placeholder to return or the dtype to read in
-        self.missing: list[Path] = []
-        self.unexpected: list[Path] = []
-        self.casts: list[Path] = []
-        self.covered: dict[Path, Path] = {}
-        if want is None:
-            for p, e in entries.items():
-                as_saved = e if isinstance(e, Uninitialized) else Uninitialized(e[1], e[0])
-                self.how[p] = _check(p, as_saved, e, False, self.problems, self.casts)
-            return
-        self.covered = _covered(want, entries)
-        for p, w in want.items():
-            if p in entries:
-                self.how[p] = _check(p, w, entries[p], cast, self.problems, self.casts)
-            elif p not in self.covered.values():
-                self.missing.append(p)
-        for p, owner in self.covered.items():
-            self.how[p] = _check(p, want[owner], entries[p], cast, self.problems, self.casts)
-        self.unexpected = [p for p in entries if p not in want and p not in self.covered]
+        for p in entries:
+            if p in m.holes:
+                self.how[p] = m.holes[p]
+            elif p in m.values:
+                dtype = np.dtype(m.values[p].dtype)
+                if _needs_x64(dtype) and not jax.config.read("jax_enable_x64"):
+                    self.problems.append(
+                        f"{_paths.join(p)!r} is {dtype.name} but 64-bit types are off: run "
+                        "jax.config.update('jax_enable_x64', True), or load with a 32-bit "
+                        "template and cast=True"
+                    )
+                self.how[p] = dtype
+        self.missing: list[Path] = list(m.missing)
+        self.unexpected: list[Path] = list(m.unexpected)
+        self.casts: list[Path] = list(m.cast)
+        self.covered: dict[Path, Path] = {} if want is None else _covered(want, entries)
 
     def key_problems(self) -> list[str]:
         """What ``strict=True`` refuses: every missing and every unexpected path."""
-        entries, want = list(self.entries), list(self.want or ())
-        return [
-            f"missing key {_paths.join(p)!r}{_paths.near_miss(p, entries)}" for p in self.missing
-        ] + [
-            f"unexpected key {_paths.join(p)!r}{_paths.near_miss(p, want)}" for p in self.unexpected
-        ]
+        m = self.matched
+        return _match.missing_lines(m) + _match.unexpected_lines(m, m.missing)
 
     def report(self) -> dict[str, list[Path]]:
         """The report's groups: loaded, left for a dry run to initialize, kept, and so on."""

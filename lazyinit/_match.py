@@ -198,11 +198,20 @@ def _hole(path: Path, target: Target, hint: Any) -> Uninitialized:
     if isinstance(hint, jax.ShapeDtypeStruct):
         device = hint.sharding
     return Uninitialized(
-        target.shape if target.shape is not None else getattr(hint, "shape", None),
+        _union(target.shape, getattr(hint, "shape", None)),
         dtype,
         device if device is not None else target.device,
         _paths.join(path),
     )
+
+
+def _union(
+    a: tuple[int | None, ...] | None, b: tuple[int | None, ...] | None
+) -> tuple[int | None, ...] | None:
+    """What two agreeing shapes know together (``(?, 10)`` and ``(3, ?)`` give ``(3, 10)``)."""
+    if a is None or b is None or len(a) != len(b):
+        return a if a is not None else b
+    return tuple(x if x is not None else y for x, y in zip(a, b))
 
 
 def _covering(incoming: Mapping[Path, Any], path: Path) -> Path | None:
@@ -276,7 +285,13 @@ def match(
             continue
         if _is_hole(new, abstract):
             shape = getattr(new, "shape", None)
-            if target.value is not None:
+            if isinstance(target.value, jax.ShapeDtypeStruct):
+                m.problems.append(
+                    f"cannot load a placeholder into {_paths.join(path)!r}, where the template "
+                    "wants an array: the incoming state has no value for it (dry-run the model "
+                    "with this state first, or load it into a lazy state)"
+                )
+            elif target.value is not None:
                 m.problems.append(
                     f"cannot load a placeholder into initialized {_paths.join(path)!r}: the "
                     "incoming state has no value for it (dry-run it first, or drop it)"
