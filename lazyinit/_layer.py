@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import threading
+from collections.abc import Callable, Iterator
 from typing import Any, dataclass_transform
 
 import jax.numpy as jnp
@@ -23,6 +26,20 @@ from ._typing import Params, Path, State
 __all__ = ["Layer"]
 
 _apply = threading.local()
+_WATCH: contextvars.ContextVar[Callable[[Any, Any, Any], None] | None] = contextvars.ContextVar(
+    "lazyinit_watch", default=None
+)
+
+
+@contextlib.contextmanager
+def watch_calls(fn: Callable[[Any, Any, Any], None]) -> Iterator[None]:
+    """Within the block, ``fn(layer, params, output)`` sees every real (not dry-run) layer call:
+    how data-dependent init (``li.lsuv``) reads a layer's output without changing the model."""
+    token = _WATCH.set(fn)
+    try:
+        yield
+    finally:
+        _WATCH.reset(token)
 
 
 def _check_params(layer: Layer, params: Any, args: tuple, kwargs: dict) -> None:
@@ -122,14 +139,19 @@ def _traced(call: Any) -> Any:
     def __call__(self: Layer, params: Any, /, *args: Any, **kwargs: Any) -> Any:
         if isinstance(params, _Node):
             return trace_call(self, call, params, args, kwargs)
+        watch = _WATCH.get()
         if getattr(_apply, "depth", 0):
-            return call(self, params, *args, **kwargs)
-        _check_params(self, params, args, kwargs)
-        _apply.depth = 1
-        try:
-            return call(self, params, *args, **kwargs)
-        finally:
-            _apply.depth = 0
+            out = call(self, params, *args, **kwargs)
+        else:
+            _check_params(self, params, args, kwargs)
+            _apply.depth = 1
+            try:
+                out = call(self, params, *args, **kwargs)
+            finally:
+                _apply.depth = 0
+        if watch is not None:
+            watch(self, params, out)
+        return out
 
     __call__._lazyinit_traced = True  # type: ignore[attr-defined]
     return __call__

@@ -13,15 +13,14 @@ parameters' values, so the dry run (or a load) comes first.
   weighted average of each batch's mean and unbiased variance. No trainable
   parameter changes.
 
-lazyinit layers have no output hooks, so :func:`lsuv` finds a layer's output by
-watching, while its function is being traced, the layer calls return (Python's
-profiling hook, set for the duration of that trace only): a call whose ``self`` is the
-layer and whose ``params`` is the layer's sub-dict.
+:func:`lsuv` finds a layer's output by watching, while its function is being
+traced, the layer calls return (``lazyinit._layer.watch_calls``, a context
+variable read by every real layer call): the call whose layer is the one being
+rescaled and whose ``params`` is its sub-dict.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -33,6 +32,7 @@ from . import _paths
 from ._batch_norm import BatchNorm, InstanceNorm
 from ._buffers import apply
 from ._errors import InvalidArgumentError, RescaleLayerError, UninitializedParamError
+from ._layer import watch_calls
 from ._recorder import Trace
 from ._reinit import select
 from ._trace_cache import is_abstract
@@ -79,21 +79,14 @@ def _walk(tree: Mapping[str, Any], prefix: Path = ()) -> Any:
 def _output_of(model: Any, params: Params, args: tuple, kw: dict, path: Path, layer: Any) -> Any:
     """Runs ``model`` and returns what the call of ``layer`` on ``params`` at ``path`` returned."""
     where = {id(sub): p for p, sub in _walk(params)}
-    wrapper = type(layer).__call__.__code__
     seen: list[Any] = []
 
-    def watch(frame: Any, event: str, value: Any) -> None:
-        if event == "return" and frame.f_code is wrapper and not seen:
-            local = frame.f_locals
-            if where.get(id(local.get("params"))) == path and local.get("self") == layer:
-                seen.append(value)
+    def watch(called: Any, sub: Any, out: Any) -> None:
+        if not seen and called == layer and where.get(id(sub)) == path:
+            seen.append(out)
 
-    previous = sys.getprofile()
-    sys.setprofile(watch)
-    try:
+    with watch_calls(watch):
         model(params, *args, **kw)
-    finally:
-        sys.setprofile(previous)
     if not seen:
         raise RescaleLayerError(
             f"li.lsuv cannot see the output of {type(layer).__name__} at {_paths.join(path)!r}: it "
