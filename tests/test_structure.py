@@ -228,6 +228,21 @@ def test_dry_run_returns_params_and_dry_run_with_report_a_pair_whatever_the_flag
     assert "strict" not in li.dry_run.__code__.co_varnames
 
 
+def test_loads_and_converters_always_return_tree_and_report(key, tmp_path):
+    params = li.dry_run(LazyMLP(), key, X)
+    li.save(tmp_path / "p.safetensors", params)
+    torch_mlp = torch.nn.Module()
+    torch_mlp.fc1, torch_mlp.fc2 = torch.nn.Linear(3, 10), torch.nn.Linear(10, 1)
+    for strict in (True, False):
+        for cast in (True, False):
+            tree, report = li.load(tmp_path / "p.safetensors", strict=strict, cast=cast)
+            assert isinstance(tree, dict) and isinstance(report, li.Report)
+            tree, report = li.load_state(li.lazy_state(LazyMLP()), params, strict=strict, cast=cast)
+            assert isinstance(tree, dict) and isinstance(report, li.Report)
+        tree, report = from_torch_state_dict(LazyMLP(), torch_mlp, X, strict=strict)
+        assert isinstance(tree, dict) and isinstance(report, li.Report)
+
+
 # 7. The key is checked first. --------------------------------------------------------------------
 
 
