@@ -5,7 +5,9 @@
 model importable from a module (``examples.models:mlp``) or a file
 (``examples/models.py:mlp``), abstractly: nothing is allocated. ``ATTR`` may be
 a layer, a layer class or a function that returns one (called without
-arguments). Bad input gives a one-line error and a non-zero exit (2 for a bad
+arguments). ``--checkpoint FILE`` also prints whether a checkpoint fits the
+model, from the file's header alone (:func:`lazyinit.check_checkpoint`), and
+exits with 1 if it would not load. Bad input gives a one-line error and a non-zero exit (2 for a bad
 command line, 1 for a model that fails to import or trace); ``--debug`` shows
 the traceback.
 """
@@ -169,7 +171,30 @@ def _inspect(args: argparse.Namespace) -> int:
     if described is not None:
         print()
         print(described)
+    if args.checkpoint is not None:
+        return _check_checkpoint(args, model, inputs, kwargs)
     return 0
+
+
+def _check_checkpoint(args: argparse.Namespace, model: Any, inputs: list, kwargs: dict) -> int:
+    import lazyinit as li
+
+    try:
+        report = li.check_checkpoint(
+            args.checkpoint, model, *inputs, strict=not args.non_strict, **kwargs
+        )
+    except (li.LazyInitError, OSError) as e:
+        raise CommandError(f"--checkpoint {args.checkpoint!r}: {e}", 1) from e
+    print()
+    verdict = "loads" if report.ok else "does not load"
+    print(f"Checkpoint {args.checkpoint}: {verdict} into this model (header checked)")
+    for name in ("loaded", "initialized", "kept", "missing", "unexpected", "cast"):
+        paths = getattr(report, name)
+        print(f"  {name} ({len(paths)}): {', '.join(paths) or '-'}")
+    print(f"  mismatched ({len(report.mismatched)}):")
+    for line in report.mismatched:
+        print(f"    {line}")
+    return 0 if report.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,6 +228,17 @@ def main(argv: list[str] | None = None) -> int:
     inspect.add_argument("--depth", type=int, help="show layers down to this path depth")
     inspect.add_argument(
         "--repr", action="store_true", help="also print the model with its inferred sizes"
+    )
+    inspect.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="also check that a li.save checkpoint fits the model, reading only its header "
+        "(exit status 1 if it would not load)",
+    )
+    inspect.add_argument(
+        "--non-strict",
+        action="store_true",
+        help="with --checkpoint: missing and unexpected paths do not fail the check",
     )
     inspect.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     args = parser.parse_args(argv)
