@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax.core import meta
+from jax._src.interpreters import partial_eval as pe  # dce_jaxpr: no public spelling
 
 from .. import _paths
 from .._buffers import _COLLECTOR, update_buffers
@@ -104,10 +105,7 @@ class _FlaxInit:
         return self.module.init(key, *args, method=self.method, **kwargs)
 
     def __call__(self, key: jax.Array, shape: Any, dtype: Any = None) -> jax.Array:
-        leaf = self.variables(key)
-        for name in self.path:
-            leaf = leaf[name]
-        leaf = meta.unbox(leaf)
+        leaf = _leaf_init(dataclasses.replace(self, path=()), key, self.path)(key)
         return leaf if dtype is None else leaf.astype(dtype)
 
     @property
@@ -116,6 +114,38 @@ class _FlaxInit:
 
     def __repr__(self) -> str:
         return f"flax_init({type(self.module).__name__}, {'/'.join(self.path)!r})"
+
+
+_INITS: dict[Any, Any] = {}
+
+
+def _leaf_init(init: _FlaxInit, key: jax.Array, path: Path) -> Callable[[jax.Array], jax.Array]:
+    """The part of ``init.variables`` that computes the leaf at ``path``, as a function of the key.
+
+    flax's ``init`` is traced once per module and key type, not once per leaf;
+    each leaf keeps only the operations its value depends on (dead code
+    eliminated), so its compiled kernel is as small as the leaf's own draw.
+    The values are exactly those of ``module.init(key)[path]``.
+    """
+    cache_key = (init, jax.typeof(key))
+    try:
+        traced = _INITS.get(cache_key)
+    except TypeError:  # an unhashable module or argument: trace it each time
+        cache_key, traced = None, None
+    if traced is None:
+        closed, shapes = jax.make_jaxpr(init.variables, return_shape=True)(key)
+        paths = [p for p, _ in _walk_variables(jax.tree.map(meta.unbox, shapes, is_leaf=_boxed))]
+        traced = (closed, paths)
+        if cache_key is not None:
+            _INITS[cache_key] = traced
+    closed, paths = traced
+    used = [p == path for p in paths]
+    jaxpr, needs_key = pe.dce_jaxpr(closed.jaxpr, used)  # zeros need no key: no inputs
+    return lambda k: jax.core.eval_jaxpr(jaxpr, closed.consts, *([k] if needs_key[0] else []))[0]
+
+
+def _boxed(x: Any) -> bool:
+    return isinstance(x, meta.AxisMetadata)
 
 
 class _FlaxVariables(Layer):
