@@ -149,3 +149,12 @@ def test_cli_inspect_checkpoint_of_a_bad_file_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("lazyinit inspect: error: --checkpoint") and "\n" not in err
     assert "is not a valid lazyinit checkpoint" in err
+
+
+def test_the_benchmark_runs_in_quick_mode(capsys):
+    from benchmarks import check_checkpoint
+
+    check_checkpoint.main(["--quick"])
+    out = capsys.readouterr().out
+    assert "check_checkpoint" in out and out.count("MB ") == 2
+    assert "check time, largest / smallest file:" in out
