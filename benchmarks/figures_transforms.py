@@ -168,30 +168,34 @@ def figure9a(s: Sizes) -> Table:
     compile_s: dict[tuple[str, int], float] = {}
     step_s: dict[tuple[str, int], float] = {}
     for layers in s.depths:
+        ready = {}
         for lib in LIBS:
             step, params = gpt_step(lib, s, layers)
             t0 = time.perf_counter()
             compiled = jax.jit(step).lower(params, x, y).compile()
             compile_s[lib, layers] = time.perf_counter() - t0
             jax.block_until_ready(compiled(params, x, y))
-            if lib.startswith("lazyinit"):
-                step_s[lib, layers] = median(
-                    [seconds(compiled, params, x, y) for _ in range(max(3, s.reps))]
-                )
+            ready[lib] = (compiled, params)
             log(f"9a {lib} {layers} layers: compile {compile_s[lib, layers]:.2f} s")
+        runs: dict[str, list[float]] = {lib: [] for lib in LIBS}
+        for _ in range(max(5, s.reps)):  # interleaved, so that load changes hit all alike
+            for lib, (compiled, params) in ready.items():
+                runs[lib].append(seconds(compiled, params, x, y))
+        step_s.update({(lib, layers): median(r) for lib, r in runs.items()})
     deep, shallow = s.depths[-1], s.depths[0]
     t = Table(
         f"9a. GPT train step: trace+compile time by depth (width {s.width}, seq {s.seq})",
-        ["layers", *LIBS, "Repeat step", "unrolled step", "step ratio"],
+        ["layers", "", *LIBS, "Repeat / unrolled", "nn.scan / unrolled"],
     )
     for layers in s.depths:
-        t.add(
-            layers,
-            *(fmt_time(compile_s[lib, layers]) for lib in LIBS),
-            fmt_time(step_s["lazyinit Repeat", layers]),
-            fmt_time(step_s["lazyinit unrolled", layers]),
-            ratio(step_s["lazyinit Repeat", layers], step_s["lazyinit unrolled", layers]),
-        )
+        for what, table in (("compile", compile_s), ("step", step_s)):
+            t.add(
+                layers,
+                what,
+                *(fmt_time(table[lib, layers]) for lib in LIBS),
+                ratio(table["lazyinit Repeat", layers], table["lazyinit unrolled", layers]),
+                ratio(table["flax nn.scan", layers], table["flax unrolled", layers]),
+            )
     own = compile_s["lazyinit Repeat", deep] / compile_s["lazyinit Repeat", shallow]
     vs_flax = compile_s["lazyinit Repeat", deep] / compile_s["flax nn.scan", deep]
     step = step_s["lazyinit Repeat", deep] / step_s["lazyinit unrolled", deep]
