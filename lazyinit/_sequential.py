@@ -10,6 +10,7 @@ from typing import Any
 import jax
 
 from ._errors import InvalidArgumentError, InvalidLayerError
+from ._foreign import refuse_foreign
 from ._layer import Layer
 
 __all__ = ["Sequential", "call_child", "check_keywords"]
@@ -57,6 +58,7 @@ def call_child(
     ``Dropout`` layers) ever draw with the same key.
     """
     if not isinstance(layer, Layer):
+        refuse_foreign(f"Child {name!r}", layer)
         return layer(*args)
     names = _keywords(type(layer))  # type: ignore[arg-type]
     given = kwargs if names is None else {k: v for k, v in kwargs.items() if k in names}
@@ -93,6 +95,7 @@ class Sequential(Layer):
                     f"Sequential entry {i} is a {type(layer).__name__} ({layer!r}), which is not "
                     "callable. Pass layers (li.Linear(10)) or functions (li.relu)."
                 )
+            refuse_foreign(f"Sequential entry {i}", layer)
         object.__setattr__(self, "layers", layers)
 
     def children(self) -> dict[str, Layer]:

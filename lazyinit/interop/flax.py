@@ -39,15 +39,17 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax
+import flax.linen
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from flax.core import meta
 from jax._src.interpreters import partial_eval as pe  # dce_jaxpr: no public spelling
 
 from .. import _paths
 from .._buffers import _COLLECTOR, update_buffers
-from .._errors import InferShapeError, UpdateBuffersError
+from .._errors import InferShapeError, InvalidLayerError, UpdateBuffersError
 from .._layer import Layer
 from .._recorder import _Node
 from .._spec import Param
@@ -57,7 +59,15 @@ from .._typing import Params, Path
 from . import _convert
 from ._convert import Framework, Leaf, Rule, same
 
-__all__ = ["FlaxModule", "from_flax_variables", "to_flax_variables", "register"]
+__all__ = [
+    "FlaxModule",
+    "from_flax_variables",
+    "to_flax_variables",
+    "register",
+    "NnxModule",
+    "nnx_params",
+    "update_nnx",
+]
 
 
 # ---------------------------------------------------------------------------
@@ -223,6 +233,17 @@ class FlaxModule(Layer):
 
     module: Any
     method: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.module, flax.linen.Module):
+            hint = (
+                " For a flax.nnx module use lazyinit.interop.flax.NnxModule."
+                if isinstance(self.module, nnx.Module)
+                else ""
+            )
+            raise InvalidLayerError(
+                f"FlaxModule wraps a flax.linen.Module, got {type(self.module).__name__}.{hint}"
+            )
 
     def specs(self, *args: Any, **kwargs: Any) -> dict[str, Param]:
         if not args and not kwargs:  # li.lazy_state asks before any input exists
@@ -391,3 +412,8 @@ def to_flax_variables(
     _register_builtins()
     flat = _convert.export_state(FRAMEWORK, model, params, sample, kwargs, rename=rename)
     return _paths.unflatten(flat)
+
+
+from ._nnx import NnxModule as NnxModule  # noqa: E402  (flax.nnx: its own file)
+from ._nnx import nnx_params as nnx_params  # noqa: E402
+from ._nnx import update_nnx as update_nnx  # noqa: E402

@@ -1,0 +1,286 @@
+"""flax.nnx modules as lazyinit layers, and lazyinit params in and out of an nnx model's state.
+
+:class:`NnxModule` wraps an ``nnx.Module``, or a function building one from
+``nnx.Rngs`` (and, to infer sizes, from the sample), as a lazyinit layer: the
+module's ``nnx.Param`` variables become lazyinit params under the wrapper's
+path (``0/kernel``), trained with ``jax.grad``, saved with ``li.save`` and
+loaded like any other. With a function, the leaf at path ``P`` is drawn as
+the variable ``P`` of ``build(nnx.Rngs(li.param_key(root, P)))``: a function
+of the root key and the path, as for lazyinit's own layers. A built module
+keeps the values it was built with.
+
+:func:`nnx_params` reads an nnx model's ``nnx.Param`` values as a lazyinit
+params tree; :func:`update_nnx` writes lazyinit params into an nnx model's
+state (the model's attribute names are the params' keys: ``nnx.Linear`` and
+``li.Linear`` both hold ``kernel (in, out)`` and ``bias``).
+
+Only ``nnx.Param`` state is supported: a module holding other variables
+(``nnx.BatchStat``, RNG streams) is refused with the paths that hold them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+from jax._src.interpreters import partial_eval as pe  # dce_jaxpr: no public spelling
+
+from .. import _paths
+from .._errors import ConvertStateError, InvalidLayerError
+from .._layer import Layer
+from .._recorder import _Node
+from .._spec import Param
+from .._typing import Params, Path
+
+__all__ = ["NnxModule", "nnx_params", "update_nnx"]
+
+
+def _pure(state: Any) -> dict[Path, Any]:
+    """``{('layers', '0', 'kernel'): array}`` from an nnx state, keys as strings."""
+    flat: dict[Path, Any] = {}
+
+    def walk(node: Any, prefix: Path) -> None:
+        for key, value in node.items():
+            path = (*prefix, str(key))
+            if isinstance(value, Mapping):
+                walk(value, path)
+            else:
+                flat[path] = value
+
+    walk(nnx.to_pure_dict(state), ())
+    return flat
+
+
+def _split(module: Any, what: str) -> tuple[Any, Any]:
+    """``(graphdef, params state)``; refuses a module with state other than ``nnx.Param``."""
+    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+    others = [
+        f"{_paths.join(tuple(map(str, p)))!r} ({type(v).__name__})"
+        for p, v in nnx.to_flat_state(rest)
+    ]
+    if others:
+        raise InvalidLayerError(
+            f"{what}: {type(module).__name__} holds state other than nnx.Param at "
+            f"{', '.join(others)}; NnxModule supports parameters only. Use lazyinit's own layer "
+            "(li.BatchNorm, li.Dropout) for those parts, or a flax.linen module with FlaxModule."
+        )
+    return graphdef, params
+
+
+def _abstract(args: tuple) -> tuple:
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if hasattr(x, "shape") else x, args
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Build:
+    """The module of an ``NnxModule`` for one sample signature: built, or built from a key."""
+
+    module: Any
+    args: tuple
+
+    def takes_sample(self) -> bool:
+        params = inspect.signature(self.module).parameters.values()
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        return len(positional) > 1 or any(p.kind is p.VAR_POSITIONAL for p in params)
+
+    def __call__(self, key: jax.Array) -> Any:
+        if isinstance(self.module, nnx.Module):
+            return self.module
+        rngs = nnx.Rngs(key)
+        return self.module(rngs, *self.args) if self.takes_sample() else self.module(rngs)
+
+    def structure(self) -> tuple[Any, Any]:
+        """``(graphdef, abstract params state)``, without drawing anything."""
+        if isinstance(self.module, nnx.Module):
+            return _split(self.module, "NnxModule")
+        abstract = nnx.eval_shape(lambda: self(jax.random.key(0)))
+        return _split(abstract, "NnxModule")
+
+
+_TRACES: dict[Any, Any] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class _NnxInit:
+    """The initializer of one variable of an ``NnxModule``: the module built from the key."""
+
+    build: _Build
+    path: Path
+
+    def __call__(self, key: jax.Array, shape: Any, dtype: Any = None) -> jax.Array:
+        if isinstance(self.build.module, nnx.Module):  # built: keeps its own values
+            leaf = _pure(_split(self.build.module, "NnxModule")[1])[self.path]
+            return leaf if dtype is None else leaf.astype(dtype)
+        cache_key = (self.build, jax.typeof(key))
+        traced = _TRACES.get(cache_key)
+        if traced is None:  # build once per module and signature; each leaf keeps what it needs
+            closed, shapes = jax.make_jaxpr(self._all, return_shape=True)(key)
+            traced = _TRACES[cache_key] = (closed, list(shapes))
+        closed, paths = traced
+        jaxpr, needs_key = pe.dce_jaxpr(closed.jaxpr, [p == self.path for p in paths])
+        leaf = jax.core.eval_jaxpr(jaxpr, closed.consts, *([key] if needs_key[0] else []))[0]
+        return leaf if dtype is None else leaf.astype(dtype)
+
+    def _all(self, key: jax.Array) -> dict[Path, Any]:
+        return _pure(_split(self.build(key), "NnxModule")[1])
+
+    @property
+    def __name__(self) -> str:
+        return repr(self)
+
+    def __repr__(self) -> str:
+        return f"nnx_init({getattr(self.build.module, '__name__', type(self.build.module).__name__)}, {'/'.join(self.path)!r})"
+
+
+class _Declared(Layer):
+    """The variables of one nnx submodule, declared where the dry run indexes them."""
+
+    variables: tuple[tuple[str, Param], ...]
+
+    def specs(self) -> dict[str, Param]:
+        return dict(self.variables)
+
+    def __call__(self, params: Any) -> dict[str, Any]:
+        return {name: params[name] for name, _ in self.variables}
+
+
+def _declare(build: _Build, node: Any, state: Any) -> dict:
+    groups: dict[Path, list[tuple[str, Param]]] = {}
+    for path, leaf in _pure(state).items():
+        spec = Param(tuple(leaf.shape), _NnxInit(build, path), np.dtype(leaf.dtype))
+        groups.setdefault(path[:-1], []).append((path[-1], spec))
+    values: dict[str, Any] = {}
+    for at, specs in groups.items():
+        parent, tree = node, values
+        for name in at:
+            parent, tree = parent[name], tree.setdefault(name, {})
+        tree.update(_Declared(tuple(specs))(parent))
+    return values
+
+
+def _merge(graphdef: Any, state: Any, params: Mapping) -> Any:
+    """The nnx module of ``graphdef`` with ``params`` (lazyinit's string keys) as its state."""
+    return nnx.merge(graphdef, _fill(state, params))
+
+
+def _fill(state: Any, params: Mapping) -> Any:
+    """``state`` with its values replaced by ``params`` (lazyinit's string keys)."""
+    flat = _paths.flatten(params, _paths.is_leaf, what="NnxModule params")
+    pure = nnx.to_pure_dict(state)
+
+    def fill(node: Any, prefix: Path) -> Any:
+        return {
+            k: fill(v, (*prefix, str(k))) if isinstance(v, Mapping) else flat[(*prefix, str(k))]
+            for k, v in node.items()
+        }
+
+    nnx.replace_by_pure_dict(state, fill(pure, ()))
+    return state
+
+
+class NnxModule(Layer):
+    """A ``flax.nnx`` module as a lazyinit layer; its ``nnx.Param`` variables are lazyinit params.
+
+    ``module`` is an ``nnx.Module`` (its values are kept), or a function
+    ``build(rngs)``, or ``build(rngs, *sample)`` to infer sizes from the
+    sample (``lambda rngs, x: nnx.Linear(x.shape[-1], 4, rngs=rngs)``), whose
+    variables the dry run draws with keys from their paths.
+
+    >>> import jax, jax.numpy as jnp, lazyinit as li
+    >>> from flax import nnx
+    >>> from lazyinit.interop.flax import NnxModule
+    >>> lazy = NnxModule(lambda rngs, x: nnx.Linear(x.shape[-1], 4, rngs=rngs))
+    >>> model = li.Sequential([lazy, li.relu, li.Linear(1)])
+    >>> params = model.dry_run(jax.random.key(0), jnp.ones((2, 3)))
+    >>> jax.tree.map(jnp.shape, params)
+    {'0': {'bias': (4,), 'kernel': (3, 4)}, '2': {'bias': (1,), 'kernel': (4, 1)}}
+    >>> model(params, jnp.ones((2, 3))).shape
+    (2, 1)
+    """
+
+    module: Any
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.module, nnx.Module) or callable(self.module)):
+            raise InvalidLayerError(
+                f"NnxModule takes an nnx.Module or a function building one from nnx.Rngs, got "
+                f"{type(self.module).__name__}."
+            )
+
+    def specs(self, *args: Any, **kwargs: Any) -> dict[str, Param]:
+        return {}  # each variable is declared at its own path, by _declare
+
+    def __call__(self, params: Any, *args: Any, **kwargs: Any) -> Any:
+        build = _Build(self.module, _abstract(args))
+        graphdef, state = build.structure()
+        if isinstance(params, _Node):  # the dry run
+            params = _declare(build, params, state)
+        return _merge(graphdef, state, params)(*args, **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# An nnx model's state <-> lazyinit params.
+
+
+def nnx_params(module: Any) -> Params:
+    """The ``nnx.Param`` values of an nnx model as a lazyinit params tree (string keys).
+
+    >>> import jax, jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from lazyinit.interop.flax import nnx_params
+    >>> jax.tree.map(jnp.shape, nnx_params(nnx.Linear(3, 4, rngs=nnx.Rngs(0))))
+    {'bias': (4,), 'kernel': (3, 4)}
+    """
+    return _paths.unflatten(_pure(_split(module, "nnx_params")[1]))
+
+
+def update_nnx(module: Any, params: Params) -> None:
+    """Writes lazyinit ``params`` into the ``nnx.Param`` variables of ``module``, in place.
+
+    Every path and shape is checked first; nothing is written unless all fit.
+
+    Raises:
+      ConvertStateError: listing every missing, unexpected and mis-shaped path.
+
+    >>> import jax, jax.numpy as jnp, lazyinit as li
+    >>> from flax import nnx
+    >>> from lazyinit.interop.flax import update_nnx
+    >>> params = li.Linear(4).dry_run(jax.random.key(0), jnp.ones((2, 3)))
+    >>> linear = nnx.Linear(3, 4, rngs=nnx.Rngs(0))
+    >>> update_nnx(linear, params)
+    >>> bool((linear(jnp.ones((2, 3))) == li.Linear(4)(params, jnp.ones((2, 3)))).all())
+    True
+    """
+    graphdef, state = _split(module, "update_nnx")
+    want = _pure(state)
+    got = _paths.flatten(params, _paths.is_value, what="params")
+    problems = [
+        f"missing parameter {_paths.join(p)!r} {tuple(v.shape)}"
+        for p, v in want.items()
+        if p not in got
+    ]
+    problems += [
+        f"unexpected parameter {_paths.join(p)!r}: the nnx model has no such variable"
+        for p in got
+        if p not in want
+    ]
+    problems += [
+        f"size mismatch for {_paths.join(p)!r}: found shape {tuple(got[p].shape)}, the nnx "
+        f"model has {tuple(v.shape)}"
+        for p, v in want.items()
+        if p in got and tuple(got[p].shape) != tuple(v.shape)
+    ]
+    if problems:
+        raise ConvertStateError(
+            f"Cannot write params into {type(module).__name__} ({len(problems)} problem(s)); "
+            "nothing was written:\n  " + "\n  ".join(problems),
+            tuple(problems),
+        )
+    nnx.update(module, _fill(state, _paths.unflatten(got)))
