@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from . import _checkpoint_format as _format
@@ -338,7 +339,8 @@ def load(
 
 def _transfer(plan: _Plan, arrays: dict[str, np.ndarray]) -> dict[Path, Any]:
     """The planned leaves: placeholders as they are, arrays moved to their devices in one
-    ``device_put`` per placement (one transfer per leaf is what made 100,000 leaves slow)."""
+    ``device_put`` per placement, or by ``jnp.asarray`` to the default device (a
+    ``device_put`` per leaf is what made 100,000 leaves slow)."""
     out: dict[Path, Any] = {}
     batches: dict[Any, list[tuple[Path, np.ndarray]]] = {}
     for p, how in plan.how.items():
@@ -353,7 +355,10 @@ def _transfer(plan: _Plan, arrays: dict[str, np.ndarray]) -> dict[Path, Any]:
         except TypeError:  # an unhashable sharding moves alone
             out[p] = jax.device_put(host, where)
     for where, items in batches.items():
-        moved = jax.device_put([h for _, h in items], where)
+        hosts = [h for _, h in items]
+        # To the default device, jnp.asarray is the cheapest path per array (about half of
+        # device_put's per-call cost on CPU); an explicit placement moves as one batch.
+        moved = [jnp.asarray(h) for h in hosts] if where is None else jax.device_put(hosts, where)
         out.update((p, a) for (p, _), a in zip(items, moved))
     return {p: out[p] for p in plan.how}
 

@@ -104,6 +104,7 @@ _CODES = {
     "F8_E8M0": "float8_e8m0fnu",
 }
 _NAMES = {v: k for k, v in _CODES.items()}
+_DTYPES = {code: np.dtype(name) for code, name in _CODES.items()}
 
 
 # ---------------------------------------------------------------------------
@@ -428,7 +429,7 @@ def _header(
     for name, entry in header.items():
         try:
             code, shape, (start, stop) = entry["dtype"], entry["shape"], entry["data_offsets"]
-            dtype = np.dtype(_CODES[code])
+            dtype = _DTYPES[code]
             ok = (
                 isinstance(shape, list)
                 and len(shape) <= 64
@@ -442,7 +443,7 @@ def _header(
         if not ok:
             raise _Bad(f"its entry for tensor {name!r} is malformed: {str(entry)[:100]}")
         spans[name] = (code, tuple(shape), start, stop)
-        tensors[name] = (dtype.name, tuple(shape))
+        tensors[name] = (_CODES[code], tuple(shape))
     for start, stop, name in sorted((v[2], v[3], k) for k, v in spans.items()):
         if start != end:
             raise _Bad(f"tensor {name!r} does not start where the previous one ends")
@@ -606,7 +607,7 @@ def _decode(path: str, data: bytes, header: Header) -> dict[str, np.ndarray]:
     """The arrays, by name, as read-only views of ``data``, checked against the checksum."""
     table, arrays, bad = [], {}, []
     for name, (code, shape, start, stop) in header.spans.items():
-        dtype = np.dtype(_CODES[code])
+        dtype = _DTYPES[code]
         table.append((name, code, list(shape), memoryview(data)[start:stop]))
         if stop == start:
             arrays[name] = np.zeros(shape, dtype)

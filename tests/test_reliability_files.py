@@ -349,11 +349,16 @@ def test_item10_save_inside_jit_says_it_needs_concrete_arrays(tmp_path):
 def test_item11_load_moves_the_arrays_in_one_batched_transfer(tmp_path, monkeypatch):
     tree = {f"b{i}": {"w": np.full(3, i, np.float32)} for i in range(50)}
     li.save(tmp_path / "many.safetensors", tree)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    like = {k: {"w": jax.ShapeDtypeStruct((3,), np.float32, sharding=device)} for k in tree}
     calls = []
     real_put = jax.device_put
     monkeypatch.setattr(
         jax, "device_put", lambda x, *a, **k: calls.append(1) or real_put(x, *a, **k)
     )
-    loaded, report = li.load(tmp_path / "many.safetensors")
-    assert len(calls) == 1 and len(report.loaded) == 50
-    assert _same(loaded, tree)
+    placed, report = li.load(tmp_path / "many.safetensors", like=like)
+    assert len(calls) == 1 and len(report.loaded) == 50  # one batch for one placement
+    assert _same(placed, tree) and placed["b7"]["w"].sharding == device
+    default, _ = li.load(tmp_path / "many.safetensors")
+    assert len(calls) == 1  # to the default device: no device_put per leaf
+    assert _same(default, tree)
