@@ -379,9 +379,10 @@ def from_torch_state_dict(
       state_dict: an ``nn.Module`` (a lazy one after its dry run too), its
         ``state_dict()``, or the path of a file saved with ``torch.save``
         (read with ``weights_only=True``) or of a ``.safetensors`` file.
-      *sample, **kwargs: a sample of what ``model`` is called with, as for
+      *sample: a sample of what ``model`` is called with, as for
         ``li.dry_run``: it says which layer owns each parameter and which
         shape each entry must have (a ``jax.ShapeDtypeStruct`` is enough).
+      **kwargs: call-time options of the model, as for ``li.dry_run``.
       strict: whether entries missing from the state dict, or that the model
         has no place for, are errors. With ``strict=False`` the params hold
         what was converted and the report lists what was missing and unexpected.
