@@ -62,3 +62,10 @@ def test_flax_traces_init_once_per_module():
     # the wrapper's shape inference (1), eval_shape of init (1), the dry run's forward (1),
     # and one trace for all six leaves' draws (1): not one per leaf
     assert len(calls) <= 4, len(calls)
+
+
+def test_one_compiled_call_gives_the_same_values():
+    eager = li.dry_run(_model(), jax.random.key(5), jnp.ones((2, 4)))
+    joint = li.dry_run(_model(), jax.random.key(5), jnp.ones((2, 4)), jit=True)
+    for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(joint)):
+        np.testing.assert_array_equal(a, b)
