@@ -31,7 +31,7 @@ from flax import nnx
 from jax._src.interpreters import partial_eval as pe  # dce_jaxpr: no public spelling
 
 from .. import _paths
-from .._errors import ConvertStateError, InvalidLayerError
+from .._errors import ConvertStateError, InferShapeError, InvalidLayerError
 from .._layer import Layer
 from .._recorder import _Node
 from .._spec import Param
@@ -215,6 +215,10 @@ class NnxModule(Layer):
             )
 
     def specs(self, *args: Any, **kwargs: Any) -> dict[str, Param]:
+        if not args and not kwargs:  # li.lazy_state asks before any input exists
+            raise InferShapeError(
+                "NnxModule names its variables only once it sees an input: pass a sample."
+            )
         return {}  # each variable is declared at its own path, by _declare
 
     def __call__(self, params: Any, *args: Any, **kwargs: Any) -> Any:

@@ -137,3 +137,11 @@ def test_update_nnx_lists_every_problem_and_writes_nothing():
         "size mismatch for 'kernel': found shape (4, 3), the nnx model has (3, 4)",
     )
     np.testing.assert_array_equal(target.kernel[...], before)
+
+
+def test_lazy_state_without_a_sample_is_a_placeholder_of_unknown_structure():
+    model = li.Sequential([_lazy_linear(4), li.Linear(2)])
+    lazy = li.lazy_state(model)
+    assert isinstance(lazy["0"], li.Uninitialized) and lazy["0"].shape is None
+    sampled = li.lazy_state(model, X)["0"]
+    assert {k: v.shape for k, v in sampled.items()} == {"bias": (4,), "kernel": (3, 4)}
