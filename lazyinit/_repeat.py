@@ -111,8 +111,9 @@ class Repeat(Layer):
     (the scan's carry). Keywords of the call reach the block; ``key=``
     reaches copy ``i`` as ``fold_in(key, i)``, as in ``Sequential``. With
     ``remat=True`` each step is wrapped in ``jax.checkpoint`` (``policy``
-    chooses what it saves), trading compute for activation memory. Buffers
-    (BatchNorm statistics) are stacked too and updated per copy.
+    chooses what it saves), trading compute for activation memory. ``unroll``
+    is ``jax.lax.scan``'s (steps per loop iteration). Buffers (BatchNorm
+    statistics) are stacked too and updated per copy.
 
     >>> import jax, jax.numpy as jnp, lazyinit as li
     >>> block = li.Residual([li.LayerNorm(), li.Linear(4)])
@@ -130,6 +131,7 @@ class Repeat(Layer):
     remat: bool = False
     policy: Callable[..., Any] | None = None
     axis: str = "layers"
+    unroll: int = 1
 
     def __post_init__(self) -> None:
         check_count("li.Repeat", self.block, self.n)
@@ -165,7 +167,7 @@ class Repeat(Layer):
 
         if self.remat:
             scan_body = jax.checkpoint(scan_body, policy=self.policy)
-        y, updates = jax.lax.scan(scan_body, x, (params, jnp.arange(self.n)))
+        y, updates = jax.lax.scan(scan_body, x, (params, jnp.arange(self.n)), unroll=self.unroll)
         report_updates(params, updates)
         return y
 
