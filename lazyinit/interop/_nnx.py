@@ -58,7 +58,7 @@ def _pure(state: Any) -> dict[Path, Any]:
 
 def _split(module: Any, what: str) -> tuple[Any, Any]:
     """``(graphdef, params state)``; refuses a module with state other than ``nnx.Param``."""
-    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+    graphdef, params, rest = nnx.split(module, nnx.Param, ...)  # type: ignore[misc]
     others = [
         f"{_paths.join(tuple(map(str, p)))!r} ({type(v).__name__})"
         for p, v in nnx.to_flat_state(rest)

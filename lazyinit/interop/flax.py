@@ -108,11 +108,12 @@ class _FlaxInit:
     path: Path = ()
 
     def variables(self, key: jax.Array) -> Any:
+        rngs: Any = key
         if self.rngs:
             keys = jax.random.split(key, len(self.rngs) + 1)
-            key = {"params": keys[0], **dict(zip(self.rngs, keys[1:]))}
+            rngs = {"params": keys[0], **dict(zip(self.rngs, keys[1:]))}
         args, kwargs = _concrete((self.args, dict(self.kwargs)))
-        return self.module.init(key, *args, method=self.method, **kwargs)
+        return self.module.init(rngs, *args, method=self.method, **kwargs)
 
     def __call__(self, key: jax.Array, shape: Any, dtype: Any = None) -> jax.Array:
         leaf = _leaf_init(dataclasses.replace(self, path=()), key, self.path)(key)
@@ -137,7 +138,7 @@ def _leaf_init(init: _FlaxInit, key: jax.Array, path: Path) -> Callable[[jax.Arr
     eliminated), so its compiled kernel is as small as the leaf's own draw.
     The values are exactly those of ``module.init(key)[path]``.
     """
-    cache_key = (init, jax.typeof(key))
+    cache_key: Any = (init, jax.typeof(key))
     try:
         traced = _INITS.get(cache_key)
     except TypeError:  # an unhashable module or argument: trace it each time

@@ -323,7 +323,7 @@ def _to_numpy(key: str, value: Any, dtype: Any, problems: list[str]) -> np.ndarr
     if type(value).__module__.startswith("torch"):
         import torch
 
-        if isinstance(value, torch.nn.parameter.UninitializedTensorMixin):
+        if isinstance(value, torch.nn.parameter.UninitializedTensorMixin):  # type: ignore[attr-defined]
             problems.append(
                 f"{key!r} is an uninitialized PyTorch parameter: run the lazy torch module on a "
                 "sample batch first (its dry run), then take its state_dict()"
@@ -342,7 +342,7 @@ def _to_numpy(key: str, value: Any, dtype: Any, problems: list[str]) -> np.ndarr
     array = np.asarray(value)
     if dtype is not None and jnp.issubdtype(array.dtype, jnp.floating):
         return array.astype(dtype)
-    if array.dtype.itemsize == 8 and not jax.config.jax_enable_x64:
+    if array.dtype.itemsize == 8 and not jax.config.jax_enable_x64:  # type: ignore[attr-defined]
         if array.dtype.kind == "f":
             problems.append(
                 f"{key!r} is {array.dtype.name}, which JAX holds only with jax_enable_x64: "
