@@ -332,7 +332,7 @@ def load(
             if p in covered.values():  # the placeholder gives way to the subtree it stood for
                 flat.update({q: out[q] for q, owner in covered.items() if owner == p})
             else:
-                flat[p] = out.get(p, w)
+                flat[p] = out[p] if p in out else plan.matched.values.get(p, w)
         tree = _tree(flat, like, layout)
     return tree, _report(**plan.report())
 

@@ -23,8 +23,6 @@ from . import _match, _materialize, _paths, _sharding, _structure
 from ._errors import InvalidArgumentError, ReshardStateError, StateMismatchError
 from ._match import Report, Target
 from ._recorder import Trace
-from ._spec import Param
-from ._state import flat_state
 from ._trace_cache import is_abstract
 from ._tracer import trace
 from ._typing import Params, Path, PerPath, State
@@ -161,7 +159,7 @@ def _run(
     root = _materialize.as_key(key, abstract=abstract)
     t = trace(model, *args, **kwargs)
     targets, planned = _targets(t, o, abstract)
-    have = flat_state(state, "state") if state is not None else {}
+    have = _paths.flatten_state(state, "state") if state is not None else {}
     m = _match.match(
         targets,
         have,
@@ -178,7 +176,6 @@ def _run(
             m, params_left, " in state: the model has no such parameter"
         )
         problems += _structure.contradictions(model, t)
-    _raise_if(problems, [])
     out, moves, resharded, blocked = _place_kept(m.values, t, o, planned, abstract)
     _raise_if(problems, blocked)
     todo = {
@@ -215,22 +212,13 @@ def _targets(t: Trace, o: _Options, abstract: bool) -> tuple[dict[Path, Target],
     targets = {
         path: Target(
             param.shape,
-            _policy(o.dtype, path, param),
+            _structure.forced_dtype(param, o.dtype, path),
             np.dtype(param.dtype or np.float32),
             planned.get(path),
         )
         for path, param in t.params.items()
     }
     return targets, planned
-
-
-def _policy(dtype: PerPath, path: Path, param: Param) -> np.dtype | None:
-    """The ``dtype=`` choice for ``path``; it applies to floating-point parameters only, so a
-    counter declared int32 (BatchNorm's ``count``) stays an int."""
-    if param.dtype is not None and not np.issubdtype(param.dtype, np.floating):
-        return None
-    chosen = _paths.resolve(dtype, path)
-    return None if chosen is None else np.dtype(chosen)
 
 
 def _device(o: _Options, path: Path, hole: Any) -> Any:

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, dataclass_transform
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -19,6 +20,7 @@ from ._errors import LazyInitError, ParamsMismatchError, UninitializedParamError
 from ._recorder import _Node
 from ._spec import Param, Uninitialized
 from ._state import lazy_state
+from ._structure import fixed_dtype
 from ._trace_cache import _signature
 from ._tracer import trace, trace_call
 from ._typing import Params, Path, State
@@ -47,32 +49,32 @@ def _check_params(layer: Layer, params: Any, args: tuple, kwargs: dict) -> None:
 
     The specs come from the layer's (cached) trace for these input shapes, so
     under ``jax.jit`` the check costs nothing after tracing, and an eager call
-    that repeats a checked signature costs one walk of the params.
+    that repeats a checked signature costs one ``jax.tree.flatten`` of the params.
     """
-    leaves = _paths.leaves(params)
-    missing = [_paths.join(p) for p, v in leaves if isinstance(v, Uninitialized)]
-    if missing:
+    try:
+        leaves, treedef = jax.tree.flatten(params)
+    except UninitializedParamError:  # a placeholder refuses to be flattened: list them all
+        missing = [_paths.join(p) for p, v in _paths.leaves(params) if isinstance(v, Uninitialized)]
         raise UninitializedParamError(
             f"{type(layer).__name__} was called with uninitialized parameters: "
             f"{', '.join(missing)}. Run li.dry_run(model, key, sample) (or load a state) "
             "first and call the model with the params it returns."
-        )
-    gone = [_paths.join(p) for p, v in leaves if _paths.is_deleted(v)]
-    if gone:
-        raise _paths.deleted_error(f"params given to {type(layer).__name__}", gone)
+        ) from None
     try:
-        given = tuple((p, tuple(v.shape), v.dtype) for p, v in leaves)
-        key = (_signature((args, kwargs)), given)
+        key = (treedef, tuple((v.shape, v.dtype) for v in leaves), _signature((args, kwargs)))
         hash(key)
     except (AttributeError, TypeError):  # a leaf that is not an array: the call will say
         return
-    checked: set[Any] = vars(layer).setdefault("_lazyinit_checked", set())
+    checked: dict[Any, None] = vars(layer).setdefault("_lazyinit_checked", {})
     if key in checked:
         return
-    why = _diagnose(layer, dict((p, (s, d)) for p, s, d in given), args, kwargs)
+    given = {p: (tuple(v.shape), v.dtype) for p, v in _paths.leaves(params)}
+    why = _diagnose(layer, given, args, kwargs)
     if why is not None:
         raise ParamsMismatchError(why)
-    checked.add(key)
+    if len(checked) >= 64:  # a bound: many input signatures only cost re-checks
+        checked.clear()
+    checked[key] = None
 
 
 def _diagnose(
@@ -84,25 +86,25 @@ def _diagnose(
     except LazyInitError:
         return None  # the call itself will raise the located error
     lines = [f"missing {_paths.join(p)!r} {s.shape}" for p, s in expected.items() if p not in given]
-    lines += [f"unexpected {_paths.join(p)!r}" for p in given if p not in expected]
     for p, spec in expected.items():
         if p not in given:
             continue
         shape, dtype = given[p]
         if shape != spec.shape:
             lines.append(f"{_paths.join(p)!r}: shape {shape}, the model needs {spec.shape}")
-        elif spec.dtype is not None and np.dtype(dtype) != spec.dtype:
+        elif fixed_dtype(spec) and np.dtype(dtype) != spec.dtype:
             lines.append(
                 f"{_paths.join(p)!r}: dtype {np.dtype(dtype).name}, the model needs "
-                f"{spec.dtype.name}"
+                f"{np.dtype(spec.dtype).name}"
             )
-        elif spec.dtype is None and not jnp.issubdtype(dtype, jnp.inexact):
+        elif not fixed_dtype(spec) and not jnp.issubdtype(dtype, jnp.inexact):
             lines.append(
                 f"{_paths.join(p)!r}: dtype {np.dtype(dtype).name}, the model needs a "
                 "floating-point dtype"
             )
-    if not lines:
+    if not lines:  # extra params alone are fine: a call may use a part of them
         return None
+    lines += [f"unexpected {_paths.join(p)!r}" for p in given if p not in expected]
     return (
         f"These params do not fit {type(layer).__name__} on inputs like these:\n  "
         + "\n  ".join(lines)
@@ -147,6 +149,12 @@ def _traced(call: Any) -> Any:
             _apply.depth = 1
             try:
                 out = call(self, params, *args, **kwargs)
+            except Exception as e:  # checked here, not on every call: a donated array, by path
+                gone = [_paths.join(p) for p, v in _paths.leaves(params) if _paths.is_deleted(v)]
+                if gone:
+                    where = f"params given to {type(self).__name__}"
+                    raise _paths.deleted_error(where, gone) from e
+                raise
             finally:
                 _apply.depth = 0
         if watch is not None:
@@ -203,6 +211,10 @@ class Layer:
                 continue
             parts.append(f"{f.name}={_show(value)}")
         return f"{type(self).__name__}({', '.join(parts)})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The fields only: the record of checked calls is not pickled or copied."""
+        return {k: v for k, v in vars(self).items() if k != "_lazyinit_checked"}
 
     def specs(self, *args: Any, **kwargs: Any) -> dict[str, Param]:
         """The parameters this layer needs for these inputs; none by default."""

@@ -279,7 +279,7 @@ def match(
         if new is None:
             m.missing.append(path)
             if target.value is not None:
-                m.values[path] = target.value
+                m.values[path] = _as_value(target.value)
             else:
                 m.holes[path] = _hole(path, target, None)
             continue
@@ -303,7 +303,7 @@ def match(
             else:
                 m.holes[path] = _hole(path, target, new)
             continue
-        if not _agrees(tuple(new.shape), target.shape) or len(new.shape) != len(target.shape):
+        if not _agrees(tuple(new.shape), target.shape):
             than = expected if target.value is None else current
             m.problems.append(describe_mismatch(path, tuple(new.shape), target.shape, found, than))
             continue

@@ -120,6 +120,14 @@ def flatten(
     return out
 
 
+def flatten_state(tree: Any, what: str) -> dict[Path, Any]:
+    """A state as ``{path: leaf}``: :func:`flatten` with :func:`is_leaf`, and a root placeholder
+    of unknown structure as the one entry ``{(): placeholder}``."""
+    if isinstance(tree, Uninitialized):
+        return {(): tree}
+    return flatten(tree, is_leaf, what=what)
+
+
 def nodes(tree: Mapping[str, Any]) -> list[tuple[Path, Mapping[str, Any]]]:
     """Every mapping in ``tree`` with its path, the root ``()`` first, in order (unchecked)."""
     out: list[tuple[Path, Mapping[str, Any]]] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -82,13 +83,6 @@ def has_uninitialized(tree: Any) -> bool:
     return bool(uninitialized_paths(tree))
 
 
-def flat_state(tree: Any, what: str) -> dict[Path, Any]:
-    """A state as ``{path: leaf}``; a root placeholder is the one entry ``{(): placeholder}``."""
-    if isinstance(tree, Uninitialized):
-        return {(): tree}
-    return _paths.flatten(tree, _paths.is_leaf, what=what)
-
-
 def load_state(
     current: State, incoming: State, *, strict: bool = True, cast: bool = False
 ) -> tuple[State, Report]:
@@ -116,26 +110,35 @@ def load_state(
     Raises:
       StateMismatchError: listing every offending path.
     """
-    cur = flat_state(current, "current state")
-    inc = flat_state(incoming, "incoming state")
+    cur = _paths.flatten_state(current, "current state")
+    inc = _paths.flatten_state(incoming, "incoming state")
     m = _match.match({p: _match.Target.of(v) for p, v in cur.items()}, inc, cast=cast)
     problems = list(m.problems)
     if strict:
         problems += _match.missing_lines(m) + _match.unexpected_lines(m, m.missing)
     if problems:
+        derived = (
+            "\nIf the current state is li.lazy_state(model) without a sample, its paths were "
+            "derived from the layers' fields: pass a sample, li.lazy_state(model, x), for the "
+            "paths the model's trace really has."
+            if strict and m.missing and m.unexpected
+            else ""
+        )
         raise StateMismatchError(
             f"Error(s) loading state ({len(problems)}):\n  "
             + "\n  ".join(problems)
             + "\nNothing was changed. Fix the state, or pass strict=False to load what fits "
-            "and get a report of the rest.",
+            "and get a report of the rest." + derived,
             tuple(problems),
         )
     out: dict[Path, Any] = {}
     for path in dict.fromkeys([*cur, *m.values, *m.holes]):
         if path in m.values:
             out[path] = _place(m.values[path], cur.get(path))
-        elif path in m.holes:
-            out[path] = cur.get(path, m.holes[path])
+        elif path in m.holes:  # what the two sides know together; the current device wins
+            old, hole = cur.get(path), m.holes[path]
+            device = getattr(old, "device", None) or hole.device
+            out[path] = dataclasses.replace(hole, device=device)
     if () in out:  # a root placeholder that stays one
         merged: Any = out[()]
     else:

@@ -46,6 +46,8 @@ __all__ = [
     "contradictions",
     "trace_for",
     "param_dtype",
+    "forced_dtype",
+    "fixed_dtype",
 ]
 
 
@@ -55,8 +57,13 @@ class _UnknownDim:
     def _same(self, *args: Any) -> _UnknownDim:
         return self
 
+    def _unknowable(self, *args: Any) -> Any:
+        raise _Unknowable  # a branch on an unknown dim: the specs are not known without input
+
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _same
     __floordiv__ = __rfloordiv__ = __truediv__ = __mod__ = __neg__ = _same
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __bool__ = __index__ = _unknowable
+    __int__ = __hash__ = _unknowable
 
 
 class _Unknowable(Exception):
@@ -109,6 +116,8 @@ def _holds_layer_sequence(layer: Any) -> bool:
         return False
     for f in dataclasses.fields(layer):
         value = getattr(layer, f.name)
+        if isinstance(value, Mapping):
+            value = list(value.values())
         if isinstance(value, (list, tuple)) and any(hasattr(v, "specs") for v in value):
             return True
     return False
@@ -178,11 +187,23 @@ def derive(model: Any, *, dtype: PerPath = None, device: PerPath = None) -> Stat
     return _paths.unflatten(flat, skeleton)
 
 
-def param_dtype(param: Param, dtype: PerPath, path: Path) -> np.dtype:
-    """The ``dtype=`` choice applies to floating-point parameters only (counters stay ints)."""
-    if param.dtype is not None and not np.issubdtype(param.dtype, np.floating):
+def fixed_dtype(param: Param) -> bool:
+    """Whether a spec's dtype is fixed whatever is chosen: a non-floating one (BatchNorm's int32
+    ``count``). ``dtype=`` choices, placeholders' dtypes and mixed precision apply to the rest."""
+    return param.dtype is not None and not np.issubdtype(param.dtype, np.floating)
+
+
+def forced_dtype(param: Param, dtype: PerPath, path: Path) -> np.dtype | None:
+    """The dtype that wins over a placeholder's choice: a fixed spec's, else ``dtype=``'s."""
+    if fixed_dtype(param):
         return param.dtype
-    return np.dtype(_paths.resolve(dtype, path) or param.dtype or np.float32)
+    chosen = _paths.resolve(dtype, path)
+    return None if chosen is None else np.dtype(chosen)
+
+
+def param_dtype(param: Param, dtype: PerPath, path: Path) -> np.dtype:
+    """The dtype a parameter materializes in: forced, else the spec's, else float32."""
+    return forced_dtype(param, dtype, path) or np.dtype(param.dtype or np.float32)
 
 
 def contradictions(model: Any, t: Trace) -> list[str]:

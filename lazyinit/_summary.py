@@ -26,7 +26,6 @@ import numpy as np
 from . import _match, _paths, _structure
 from ._match import Report, Target
 from ._spec import Uninitialized
-from ._state import flat_state
 from ._typing import Params, Path, PerPath, Shape
 
 __all__ = ["summary", "Summary", "Row", "ParamInfo", "STATUSES"]
@@ -347,7 +346,7 @@ def summary(
     """
     t = _structure.trace_for(model, args, kwargs, what="li.summary", example="li.summary(model, x)")
     with_status = params is not None
-    flat = flat_state(params, "params") if with_status else {}
+    flat = _paths.flatten_state(params, "params") if with_status else {}
     loaded = set()
     if report is not None:
         loaded = {tuple(p.split("/")) for p in (*report.loaded, *report.kept)}
@@ -357,8 +356,11 @@ def summary(
             path: Target(param.shape, None, _structure.param_dtype(param, dtype, path))
             for path, param in t.params.items()
         },
-        flat,
-        abstract=True,
+        {
+            p: jax.ShapeDtypeStruct(v.shape, v.dtype) if _paths.is_value(v) else v
+            for p, v in flat.items()
+        },
+        abstract=True,  # shapes only: nothing is copied, a dtype is shown as it is
         cast=True,
     )
 
