@@ -396,3 +396,18 @@ def test_the_record_of_checked_calls_is_not_pickled(key):
     model(li.dry_run(model, key, X), X)
     assert pickle.loads(pickle.dumps(model)) == model
     assert "_lazyinit_checked" not in vars(pickle.loads(pickle.dumps(model)))
+
+
+def test_a_derived_import_that_leaves_entries_over_refuses_even_when_not_strict():
+    class Mixed(li.Layer):  # a field child and a child built inside __call__
+        head: li.Layer = li.Linear(2)
+
+        def __call__(self, params, x):
+            return self.head(params["head"], li.Linear(4)(params["proj"], x))
+
+    torch_model = torch.nn.Module()
+    torch_model.proj, torch_model.head = torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)
+    with pytest.raises(li.ConvertStateError, match=r"no place in the structure derived without"):
+        from_torch_state_dict(Mixed(), torch_model.state_dict(), strict=False)
+    params, report = from_torch_state_dict(Mixed(), torch_model.state_dict(), X, strict=False)
+    assert sorted(params) == ["head", "proj"] and report.unexpected == ()

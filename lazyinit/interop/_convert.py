@@ -357,6 +357,13 @@ def import_state(
         )
         if rename is None:
             problems.extend(_rename_hint(fw, [o for o, _, _ in absent], unexpected, used))
+    elif unexpected and not (args or kwargs or traces_of(model)):
+        problems.append(
+            f"{len(unexpected)} {fw.entry}(s) have no place in the structure derived without a "
+            f"sample ({', '.join(repr(fw.show(k)) for k in unexpected[:3])}...): the model may "
+            f"build children inside __call__. Pass a sample, {fw.importer}(model, state, x), so "
+            "that the trace says where they go."
+        )
     _raise(f"{fw.noun} into {type(model).__name__}", problems)
 
     flat: dict[Path, Any] = {}
