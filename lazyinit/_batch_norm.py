@@ -23,6 +23,7 @@ from ._buffers import update_buffers
 from ._checks import channel_axis, expect_min_rank
 from ._errors import ConfigureLayerError
 from ._layer import Layer
+from ._precision import compute_in
 from ._spec import Param
 
 __all__ = ["BatchNorm", "InstanceNorm"]
@@ -97,6 +98,7 @@ class BatchNorm(Layer):
     track_running_stats: bool = True
     channels_first: bool = False
     axes: tuple[str | None] = ("embed",)
+    compute_dtype: Any = None  # the output's dtype (flax's ``dtype``); statistics stay precise
 
     def specs(self, x: Any, *, train: bool = False) -> dict[str, Param]:
         expect_min_rank(self, x, 2, "batch, ..., channels")
@@ -111,7 +113,7 @@ class BatchNorm(Layer):
                 _running(self, params, mean, var, x.size // x.shape[axis])
         else:
             mean, var = params["mean"], params["var"]
-        return normalize(self, params, x, mean, var, axis)
+        return compute_in(self.compute_dtype, None, normalize(self, params, x, mean, var, axis))[1]
 
 
 class InstanceNorm(Layer):
@@ -137,6 +139,7 @@ class InstanceNorm(Layer):
     track_running_stats: bool = False
     channels_first: bool = False
     axes: tuple[str | None] = ("embed",)
+    compute_dtype: Any = None  # the output's dtype (flax's ``dtype``); statistics stay precise
 
     def __post_init__(self) -> None:
         if self.momentum is None:
@@ -167,4 +170,4 @@ class InstanceNorm(Layer):
                 _running(self, params, batch_mean, batch_var, n)
         else:
             mean, var = params["mean"], params["var"]
-        return normalize(self, params, x, mean, var, axis)
+        return compute_in(self.compute_dtype, None, normalize(self, params, x, mean, var, axis))[1]

@@ -23,7 +23,22 @@ LAYERS = {
     "layer_norm": (li.LayerNorm(compute_dtype="bfloat16"), lambda: jnp.ones((2, 8))),
     "rms_norm": (li.RMSNorm(compute_dtype="bfloat16"), lambda: jnp.ones((2, 8))),
     "group_norm": (li.GroupNorm(2, compute_dtype="bfloat16"), lambda: jnp.ones((2, 3, 3, 4))),
+    "batch_norm": (li.BatchNorm(compute_dtype="bfloat16"), lambda: jnp.ones((4, 3))),
+    "instance_norm": (
+        li.InstanceNorm(affine=True, compute_dtype="bfloat16"),
+        lambda: jnp.ones((2, 5, 3)),
+    ),
 }
+
+
+def test_batchnorm_statistics_stay_float32(key):
+    layer = li.BatchNorm(compute_dtype="bfloat16")
+    x = jnp.linspace(0.0, 1.0, 12).reshape(4, 3)
+    params = li.dry_run(layer, key, x)
+    out, updates = li.apply(layer, params, x, train=True, mutable=True)
+    assert out.dtype == jnp.bfloat16
+    assert updates["mean"].dtype == updates["var"].dtype == jnp.float32
+    np.testing.assert_allclose(updates["mean"], 0.1 * x.mean(0), rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", list(LAYERS))
