@@ -80,3 +80,12 @@ def test_abstract_and_state(key):
 def test_bad_count_is_refused():
     with pytest.raises(li.InvalidArgumentError, match=r"li\.Ensemble: n must be a positive int"):
         li.Ensemble(MLP, 0)
+
+
+def test_dropout_key_is_folded_per_copy_as_in_parallel(key):
+    layer = li.Sequential([li.Linear(8), li.Dropout(0.5)])
+    params = li.dry_run(li.Ensemble(layer, 3), key, X)
+    k = jax.random.key(5)
+    got = li.Ensemble(layer, 3)(params, X, train=True, key=k)
+    want = li.Parallel([layer] * 3)(li.unstack_layers(params), X, train=True, key=k)
+    np.testing.assert_allclose(got, jnp.stack(want), rtol=1e-5, atol=1e-6)
