@@ -5,6 +5,8 @@ lazyinit's call (the params check against the specs included) against
 hand-written JAX and flax.linen, measured side by side in one process.
 
     python -m benchmarks.eager_apply [--quick]
+
+Figure 6 of the benchmark suite (``python -m benchmarks``) includes these rows.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ DEPTH, WIDTH, BATCH = 8, 64, 8
 
 def _hand(ws: list[tuple[jax.Array, jax.Array]], x: jax.Array) -> jax.Array:
     for w, b in ws:
-        x = jax.nn.relu(x @ w + b[None])
+        x = jax.nn.relu(x @ w + b)
     return x
 
 
@@ -46,12 +48,12 @@ def _timed(fn: Callable[[], Any], calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few calls: a smoke test")
-    args = parser.parse_args(argv)
-    calls, rounds = (5, 2) if args.quick else (200, 7)
+TITLE = f"{DEPTH} x Linear({WIDTH}) + relu"
+BASE = "jax"
 
+
+def measure(calls: int, rounds: int) -> dict[str, list[float]]:
+    """Seconds per call of each implementation, ``rounds`` interleaved rounds of ``calls`` calls."""
     x = jnp.ones((BATCH, WIDTH))
     model = li.Sequential([layer for _ in range(DEPTH) for layer in (li.Linear(WIDTH), li.relu)])
     params = li.dry_run(model, jax.random.key(0), x)
@@ -59,15 +61,24 @@ def main(argv: list[str] | None = None) -> None:
     flax_model = _FlaxMLP()
     variables = flax_model.init(jax.random.key(0), x)
     impls = {
-        "hand-written JAX": lambda: _hand(ws, x),
-        "lazyinit (params checked)": lambda: model(params, x),
-        "flax.linen": lambda: flax_model.apply(variables, x),
+        BASE: lambda: _hand(ws, x),
+        "lazyinit": lambda: model(params, x),
+        "flax": lambda: flax_model.apply(variables, x),
     }
     times: dict[str, list[float]] = {name: [] for name in impls}
     for _ in range(rounds):  # interleaved, so that a noisy neighbour hits every library alike
         for name, fn in impls.items():
             times[name].append(_timed(fn, calls))
-    base = statistics.median(times["hand-written JAX"])
+    return times
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few calls: a smoke test")
+    args = parser.parse_args(argv)
+    times = measure(*((5, 2) if args.quick else (200, 7)))
+    rounds = len(times[BASE])
+    base = statistics.median(times[BASE])
     print(
         f"Eager apply, {DEPTH} x Linear({WIDTH}) + relu on ({BATCH}, {WIDTH}); median of {rounds}"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from . import initializers
@@ -48,5 +49,8 @@ class Linear(Layer):
         params, x = compute_in(self.compute_dtype, params, x)
         y = jnp.matmul(x, params["kernel"])
         if self.use_bias:
-            y = y + jnp.reshape(params["bias"], (1,) * (y.ndim - 1) + (-1,))
+            # Broadcast over the leading axes on purpose (the one intended rank promotion), so
+            # that an eager call costs two dispatches, as hand-written ``x @ w + b`` does.
+            with jax.numpy_rank_promotion("allow"):
+                y = y + params["bias"]
         return y
