@@ -7,6 +7,7 @@ defaults to the window and ``padding`` to 0; ``'SAME'``/``'VALID'`` work too.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -41,6 +42,7 @@ def _geometry(layer: Any, x: Any) -> tuple[tuple[int, ...], tuple[int, ...], Any
     n = spatial_dims(layer, layer.window, x, "window")
     window = tuple_of(layer.window, n)
     stride = window if layer.stride is None else tuple_of(layer.stride, n)
+    pads: Sequence[tuple[int, int]]
     if isinstance(layer.padding, str):
         pads = jax.lax.padtype_to_pads(spatial_shape(layer, x), window, stride, layer.padding)
     else:
@@ -73,7 +75,9 @@ class MaxPool(Layer):
     padding: str | int | tuple[Any, ...] = 0
     channels_first: bool = False
 
-    __post_init__ = _check_options
+    def __post_init__(self) -> None:
+        _check_options(self)
+
     specs = _pool_specs
 
     def __call__(self, params: Any, x: jax.Array) -> jax.Array:
@@ -95,7 +99,9 @@ class AvgPool(Layer):
     count_include_pad: bool = True
     channels_first: bool = False
 
-    __post_init__ = _check_options
+    def __post_init__(self) -> None:
+        _check_options(self)
+
     specs = _pool_specs
 
     def __call__(self, params: Any, x: jax.Array) -> jax.Array:
