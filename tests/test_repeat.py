@@ -230,3 +230,10 @@ def test_torch_interop_unstacks_to_per_layer_names():
     assert set(back) == set(torch_model.state_dict())
     for name, value in torch_model.state_dict().items():
         np.testing.assert_array_equal(back[name].numpy(), value.numpy())
+
+
+def test_slice_rule_holds_in_another_dtype(key):
+    stacked = li.dry_run(li.Repeat(BLOCK, 2), key, X, dtype="bfloat16")
+    unrolled = li.dry_run(li.Sequential([BLOCK] * 2), key, X, dtype="bfloat16")
+    assert stacked["layer"]["1"]["kernel"].dtype == jnp.bfloat16
+    _equal(li.unstack_layers(stacked), unrolled)
