@@ -6,7 +6,11 @@
 * :mod:`lazyinit.interop.flax`: ``FlaxModule`` wraps any ``flax.linen.Module``
   as a lazyinit layer whose parameters the dry run infers;
   ``from_flax_variables`` and ``to_flax_variables`` convert between flax
-  variables and the params of lazyinit's own layers.
+  variables and the params of lazyinit's own layers. ``NnxModule`` wraps a
+  ``flax.nnx`` module; ``nnx_params`` and ``update_nnx`` move params out of
+  and into an nnx model's state.
+
+A flat file of joined names (a safetensors file) nests with ``li.nest``.
 
 Both submodules are imported on first use: ``import lazyinit.interop.torch``.
 Converters for your own layers are lists of :class:`Rule` (built with
