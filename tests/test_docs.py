@@ -152,3 +152,11 @@ def test_benchmarks_readme_is_dated_ordered_and_in_plain_words():
         assert re.match(r"20\d\d-\d\d-\d\d, \d\d:\d\d UTC", run), run[:60]
         assert "Command:" in run or "Measured with" in run, run[:200]
     assert "issue" not in text.lower()
+
+
+def test_every_notebook_is_rendered_in_the_docs():
+    config = (ROOT / "mkdocs.yml").read_text()
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        link = ROOT / "docs" / "notebooks" / notebook.name
+        assert link.resolve() == notebook.resolve(), f"link docs/notebooks/{notebook.name} to it"
+        assert f"notebooks/{notebook.name}" in config, f"add {notebook.name} to mkdocs.yml's nav"
