@@ -83,4 +83,4 @@ def main(print=print) -> None:  # noqa: A002 - tests pass a collector
         params, opt_state, loss = train_step(params, opt_state)
         if i % 50 == 0:
             print(f"  step {i:3d}  loss {float(loss):.4f}")
-    print("\nDone. Next: README.md's API tour, or `python -m lazyinit --help`.")
+    print("\nDone. Next: the docs (docs/lifecycle.md), or `python -m lazyinit --help`.")

@@ -34,7 +34,7 @@ def _along_last(v: jax.Array, ndim: int) -> jax.Array:
 # The normalizations are jit-compiled functions of their own: the boundary makes XLA keep
 # the normalized activations for the backward pass instead of copying the mean and variance
 # chains into every backward fusion, which more than halves the gradient's HLO and speeds up
-# compiling a GPT train step by about 1.5x (see the README's benchmarks). Same maths.
+# compiling a GPT train step by about 1.5x (see benchmarks/README.md). Same maths.
 @functools.partial(jax.jit, static_argnames="eps")
 def _standardize(x: jax.Array, eps: float) -> jax.Array:
     mean = jnp.mean(x, -1, keepdims=True)
