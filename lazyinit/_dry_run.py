@@ -255,11 +255,13 @@ def _draw(
 ) -> dict[Path, Any]:
     """The holes drawn from their initializers, and the kept leaves moved where planned."""
     out = {path: jax.device_put(kept[path], sharding) for path, sharding in moves.items()}
-    if jit:
-        for group in _sharding.by_devices(todo):
-            out.update(_materialize.draw_all(root, group))
-    else:
-        for path, (param, want, sharding) in todo.items():
+    # Initializers that draw a whole module's variables at once (a wrapped flax module) are
+    # compiled together even without jit=True: one program, not one per leaf.
+    together = {p: e for p, e in todo.items() if jit or getattr(e[0].init, "draws_together", False)}
+    for group in _sharding.by_devices(together):
+        out.update(_materialize.draw_all(root, group))
+    for path, (param, want, sharding) in todo.items():
+        if path not in together:
             out[path] = _materialize.draw(root, path, param, want, sharding)
     return out
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import numpy as np
@@ -110,6 +110,8 @@ _TRACES: dict[Any, Any] = {}
 @dataclasses.dataclass(frozen=True)
 class _NnxInit:
     """The initializer of one variable of an ``NnxModule``: the module built from the key."""
+
+    draws_together: ClassVar[bool] = True  # a dry run compiles a module's leaves as one program
 
     build: _Build
     path: Path

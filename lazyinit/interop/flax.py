@@ -40,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import flax
 import flax.linen
@@ -103,6 +103,8 @@ def _walk_variables(tree: Mapping, prefix: Path = ()) -> list[tuple[Path, Any]]:
 @dataclasses.dataclass(frozen=True)
 class _FlaxInit:
     """``module.init`` on zeros shaped like the sample: every variable, or one leaf of them."""
+
+    draws_together: ClassVar[bool] = True  # a dry run compiles a module's leaves as one program
 
     module: Any
     method: str | None
