@@ -94,12 +94,23 @@ def traces_of(model: Any) -> list[Any]:
     return list(reversed(seen.values())) if seen else []
 
 
+_OTHER_CACHES: list[dict[Any, Any]] = []  # e.g. the interop wrappers' traced inits
+
+
+def register_cache(cache: dict[Any, Any]) -> dict[Any, Any]:
+    """Has :func:`clear_cache` clear ``cache`` too; returns it."""
+    _OTHER_CACHES.append(cache)
+    return cache
+
+
 def clear_cache() -> None:
     """Forgets every cached trace and compiled initializer (they are only ever reused for
     equal layers and inputs, so this frees memory; it never changes a result)."""
     _CACHE.clear()
     _BY_MODEL.clear()
     _materialize.clear_cache()
+    for cache in _OTHER_CACHES:
+        cache.clear()
 
 
 def _cache_key(layer: Any, args: tuple, kwargs: dict) -> Any:

@@ -35,6 +35,7 @@ from .._errors import ConvertStateError, InferShapeError, InvalidLayerError
 from .._layer import Layer
 from .._recorder import _Node
 from .._spec import Param
+from .._trace_cache import register_cache
 from .._typing import Params, Path
 
 __all__ = ["NnxModule", "nnx_params", "update_nnx"]
@@ -104,7 +105,7 @@ class _Build:
         return _split(abstract, "NnxModule")
 
 
-_TRACES: dict[Any, Any] = {}
+_TRACES: dict[Any, Any] = register_cache({})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -58,7 +58,7 @@ from .._layer import Layer
 from .._recorder import _Node
 from .._spec import Param
 from .._state import Report
-from .._trace_cache import _is_array
+from .._trace_cache import _is_array, register_cache
 from .._typing import Params, Path
 from . import _convert
 from ._convert import Framework, Leaf, Rule, same
@@ -133,7 +133,7 @@ class _FlaxInit:
         return f"flax_init({type(self.module).__name__}, {'/'.join(self.path)!r})"
 
 
-_INITS: dict[Any, Any] = {}
+_INITS: dict[Any, Any] = register_cache({})
 
 
 def _leaf_init(init: _FlaxInit, key: jax.Array, path: Path) -> Callable[[jax.Array], jax.Array]:
