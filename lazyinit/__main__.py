@@ -75,6 +75,8 @@ def _import(module: str) -> Any:
             raise CommandError(f"no such file: {module!r}")
         name = "_lazyinit_target_" + re.sub(r"\W", "_", os.path.splitext(path)[0])
         spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise CommandError(f"{module!r} cannot be imported as a Python file")
         mod = importlib.util.module_from_spec(spec)
         sys.path.insert(0, os.path.dirname(path))
         sys.modules[name] = mod

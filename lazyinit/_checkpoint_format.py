@@ -69,7 +69,7 @@ from ._typing import Path
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no advisory locks, no stale-file cleanup
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "encode", "write_atomic", "read", "read_header"]
 

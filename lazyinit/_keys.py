@@ -27,7 +27,7 @@ _EXAMPLE = "li.dry_run(model, jax.random.key(0), x)"
 
 def _seed_range() -> tuple[int, int]:
     """Seeds JAX turns into distinct keys: 64-bit with x64 on, else int32 or uint32 values."""
-    return (-(2**63), 2**63) if jax.config.jax_enable_x64 else (-(2**31), 2**32)
+    return (-(2**63), 2**63) if jax.config.read("jax_enable_x64") else (-(2**31), 2**32)
 
 
 def _describe(key: Any) -> str:
@@ -59,7 +59,7 @@ def _check_seed(key: int) -> None:
     if not low <= key < high:
         hint = (
             ""
-            if jax.config.jax_enable_x64
+            if jax.config.read("jax_enable_x64")
             else " (64-bit types are off; with jax.config.update('jax_enable_x64', True) "
             "any int64 seed works)"
         )
@@ -86,7 +86,7 @@ def _check_array(key: Any, *, abstract: bool) -> None:
             )
         return
     raw = _raw_shape()
-    impl = jax.config.jax_default_prng_impl
+    impl = jax.config.jax_default_prng_impl  # type: ignore[attr-defined]
     if np.dtype(key.dtype) == np.uint32 and tuple(key.shape) == raw:
         return
     if np.dtype(key.dtype) == np.uint32 and key.ndim >= 1 and tuple(key.shape[-1:]) == raw:

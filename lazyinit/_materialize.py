@@ -124,7 +124,7 @@ def check_dtype(path: Path, dtype: np.dtype) -> None:
     wide = (dtype.itemsize == 8 and dtype.kind in "fiu") or (
         dtype.kind == "c" and dtype.itemsize == 16
     )
-    if wide and not jax.config.jax_enable_x64:  # complex64 is two float32s: always available
+    if wide and not jax.config.read("jax_enable_x64"):  # complex64 is two float32s: no x64
         raise InvalidSpecError(
             f"Parameter {_paths.join(path)!r} asks for {dtype.name} but 64-bit types are off: "
             "run jax.config.update('jax_enable_x64', True) first, or choose a 32-bit dtype."

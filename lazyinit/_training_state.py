@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable
 from typing import Any
 
 import jax
@@ -99,7 +100,7 @@ def _unsortable(tree: Any, prefix: str = "") -> str | None:
             sorted(tree)
         except TypeError:
             return prefix or "<root>"
-        children = tree.items()
+        children: Iterable[tuple[Any, Any]] = tree.items()
     elif isinstance(tree, (list, tuple)):
         children = enumerate(tree)
     else:
