@@ -40,6 +40,7 @@ live writer's temporary is locked and never touched.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import glob
 import hashlib
@@ -354,6 +355,7 @@ _MAX_VERSION_DIGITS = 9
 _MAX_DEPTH = _paths.MAX_DEPTH
 
 
+@dataclasses.dataclass(frozen=True)
 class Header:
     """What a checkpoint's header says, read without its tensor bytes.
 
@@ -365,9 +367,12 @@ class Header:
       data_offset, data_size: where the tensor bytes lie in the file.
     """
 
-    def __init__(self, entries, layout, checksum, spans, data_offset, data_size):
-        self.entries, self.layout, self.checksum = entries, layout, checksum
-        self.spans, self.data_offset, self.data_size = spans, data_offset, data_size
+    entries: dict[Path, Any]
+    layout: Any
+    checksum: str
+    spans: dict[str, tuple[str, tuple[int, ...], int, int]]
+    data_offset: int
+    data_size: int
 
 
 def _kind(mode: int) -> str:
