@@ -48,7 +48,7 @@ def path_words(path: Path) -> np.ndarray:
     return np.frombuffer(digest, dtype="<u4").astype(np.uint32)
 
 
-def _fold(root: jax.Array, words: jax.Array) -> jax.Array:
+def _fold(root: jax.Array, words: jax.Array | np.ndarray) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(root, words[0]), words[1])
 
 
@@ -135,7 +135,7 @@ _KERNELS: dict[Any, Any] = {}
 
 
 def _kernel(param: Param, dtype: np.dtype, sharding: Any, path: Path, key: jax.Array) -> Any:
-    cache_key = (
+    cache_key: Any = (
         param.init,
         param.shape,
         dtype,
@@ -150,10 +150,10 @@ def _kernel(param: Param, dtype: np.dtype, sharding: Any, path: Path, key: jax.A
         return kernel
     shape, init = param.shape, param.init
 
-    def kernel(root: jax.Array, words: jax.Array) -> jax.Array:
+    def draw_one(root: jax.Array, words: jax.Array) -> jax.Array:
         return _init_at(init, root, words, shape, dtype)
 
-    kernel = jax.jit(kernel, out_shardings=sharding)
+    kernel = jax.jit(draw_one, out_shardings=sharding)
     check(path, param, dtype, _trace_initializer(path, param, kernel, key, param_words(path, init)))
     if cache_key is not None:
         _KERNELS[cache_key] = kernel
@@ -237,7 +237,9 @@ def draw_all(
     paths = list(todo)
     for p in paths:  # validates each initializer's output once
         _kernel(todo[p][0], todo[p][1], todo[p][2], p, key)
-    signature = tuple((p, todo[p][0].init, todo[p][0].shape, todo[p][1], todo[p][2]) for p in paths)
+    signature: Any = tuple(
+        (p, todo[p][0].init, todo[p][0].shape, todo[p][1], todo[p][2]) for p in paths
+    )
     try:
         program = _PROGRAMS.get(signature)
     except TypeError:
