@@ -137,23 +137,20 @@ class _Plan:
 
     def __init__(self, want: dict[Path, Any] | None, entries: dict[Path, Any], cast: bool):
         self.want, self.entries = want, entries
-        saved = {
-            p: e if isinstance(e, Uninitialized) else jax.ShapeDtypeStruct(e[1], e[0])
-            for p, e in entries.items()
-        }
-        if want is None:  # as saved
-            targets = {
-                p: _match.Target.of(e)
-                if isinstance(e, Uninitialized)
-                else _match.Target(tuple(e.shape), np.dtype(e.dtype))
-                for p, e in saved.items()
+        if want is None:  # as saved: no template, so no rule to apply
+            m = _match.Matched(
+                values={p: e for p, e in entries.items() if not isinstance(e, Uninitialized)},
+                holes={p: e for p, e in entries.items() if isinstance(e, Uninitialized)},
+            )
+        else:  # the load rules, as every entry point applies them (lazyinit._match)
+            saved = {
+                p: e if isinstance(e, Uninitialized) else jax.ShapeDtypeStruct(e[1], e[0])
+                for p, e in entries.items()
             }
-        else:
             targets = {p: _match.Target.of(w) for p, w in want.items()}
-        # The load rules, as every entry point applies them (lazyinit._match).
-        m = _match.match(
-            targets, saved, cast=cast, abstract=True, found="saved", current="expected"
-        )
+            m = _match.match(
+                targets, saved, cast=cast, abstract=True, found="saved", current="expected"
+            )
         self.matched = m
         self.problems: list[str] = list(m.problems)
         self.how: dict[Path, Any] = {}  # path -> the placeholder to return or the dtype to read in
@@ -161,7 +158,8 @@ class _Plan:
             if p in m.holes:
                 self.how[p] = m.holes[p]
             elif p in m.values:
-                dtype = np.dtype(m.values[p].dtype)
+                value = m.values[p]
+                dtype = np.dtype(value[0] if isinstance(value, tuple) else value.dtype)
                 if _needs_x64(dtype) and not jax.config.read("jax_enable_x64"):
                     self.problems.append(
                         f"{_paths.join(p)!r} is {dtype.name} but 64-bit types are off: run "
