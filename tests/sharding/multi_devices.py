@@ -130,7 +130,9 @@ def test_loaded_host_and_single_device_state_is_placed_and_kept_bit_for_bit(key)
     mesh = auto_mesh((4, 2), ("fsdp", "tensor"))
     loaded = li.dry_run(mlp(), jax.random.key(7), X)
     state = {"0": jax.tree.map(np.asarray, loaded["0"]), "2": loaded["2"]}  # host and device 0
-    params, report = li.dry_run_with_report(mlp(), key, X, state=state, mesh=mesh, rules=RULES, strict=False)
+    params, report = li.dry_run_with_report(
+        mlp(), key, X, state=state, mesh=mesh, rules=RULES, strict=False
+    )
     assert_same_values(params, loaded)
     assert report.kept == ("0/bias", "0/kernel", "2/bias", "2/kernel")
     assert report.initialized == report.resharded == ()
