@@ -213,9 +213,18 @@ def trace_call(layer: Any, call: Any, node: _Node, args: tuple, kwargs: dict) ->
         located.layer_path = path  # so that enclosing layers do not wrap it again
         raise located from e
     except Exception as e:
-        located = InferShapeError(
-            f"{where} failed on inputs of shape {_shapes(args, kwargs)}: {type(e).__name__}: {e}"
-        )
+        if "lazyinit_params_stand_in" in str(e):  # jax.vmap over params and inputs together
+            located = InferShapeError(
+                f"{where}: params were mapped over a leading axis (jax.vmap over params) "
+                "together with the inputs, but no layer declares that axis: specs describe one "
+                "copy. Use li.Ensemble(layer, n, map_inputs=True) for n copies mapped with their "
+                "inputs, or li.Repeat(block, n) for n blocks applied in sequence."
+            )
+        else:
+            located = InferShapeError(
+                f"{where} failed on inputs of shape {_shapes(args, kwargs)}: "
+                f"{type(e).__name__}: {e}"
+            )
         located.layer_path = path
         raise located from e
     outputs = jax.tree.map(lambda o: _aval(o) if _is_array(o) else o, out)

@@ -186,3 +186,18 @@ def test_vmap_over_inputs_with_shared_params_is_fine(key):
     params = li.dry_run(PerExample(), key, xs)
     assert params["m"]["kernel"].shape == (3, 4)
     assert PerExample()(params, xs).shape == (5, 4)
+
+
+def test_vmap_over_params_and_inputs_together_names_ensemble(key):
+    class ByHand(li.Layer):
+        m: li.Layer = li.Linear(3)
+
+        def __call__(self, params, xs):
+            return jax.vmap(lambda p, x: self.m(p, x))(params["m"], xs)
+
+    with pytest.raises(
+        li.InferShapeError,
+        match=r"ByHand at '<root>': params were mapped over a leading axis .*together with the "
+        r"inputs.*li.Ensemble\(layer, n, map_inputs=True\)",
+    ):
+        li.dry_run(ByHand(), key, jnp.ones((4, 2, 5)))
