@@ -142,8 +142,9 @@ class _NnxInit:
         return f"nnx_init({getattr(self.build.module, '__name__', type(self.build.module).__name__)}, {'/'.join(self.path)!r})"
 
 
-class _Declared(Layer):
-    """The variables of one nnx submodule, declared where the dry run indexes them."""
+class DeclaredVariables(Layer):
+    """The variables of one wrapped (flax linen or nnx) submodule, declared where the dry run
+    indexes them: how a foreign module's variables become lazyinit params at their paths."""
 
     variables: tuple[tuple[str, Param], ...]
 
@@ -164,7 +165,7 @@ def _declare(build: _Build, node: Any, state: Any) -> dict:
         parent, tree = node, values
         for name in at:
             parent, tree = parent[name], tree.setdefault(name, {})
-        tree.update(_Declared(tuple(specs))(parent))
+        tree.update(DeclaredVariables(tuple(specs))(parent))
     return values
 
 

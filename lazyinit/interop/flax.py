@@ -62,6 +62,7 @@ from .._trace_cache import _is_array, register_cache
 from .._typing import Params, Path
 from . import _convert
 from ._convert import Framework, Leaf, Rule, same
+from ._nnx import DeclaredVariables
 
 __all__ = [
     "FlaxModule",
@@ -165,18 +166,6 @@ def _boxed(x: Any) -> bool:
     return isinstance(x, meta.AxisMetadata)
 
 
-class _FlaxVariables(Layer):
-    """The variables of one flax submodule, declared where the dry run indexes them."""
-
-    variables: tuple[tuple[str, Param], ...]
-
-    def specs(self) -> dict[str, Param]:
-        return dict(self.variables)
-
-    def __call__(self, params: Any) -> dict[str, Any]:
-        return {name: params[name] for name, _ in self.variables}
-
-
 def _declare(layer: FlaxModule, node: Any, args: tuple, kwargs: dict, rngs: Any) -> dict:
     """Declares every variable of ``layer.module`` under ``node``; returns the stand-in values."""
     init = _FlaxInit(
@@ -204,7 +193,7 @@ def _declare(layer: FlaxModule, node: Any, args: tuple, kwargs: dict, rngs: Any)
         parent, tree = node, variables
         for name in at:
             parent, tree = parent[name], tree.setdefault(name, {})
-        tree.update(_FlaxVariables(tuple(specs))(parent))
+        tree.update(DeclaredVariables(tuple(specs))(parent))
     return variables
 
 
