@@ -111,3 +111,13 @@ def test_lazyinit_versions_are_the_reference_models():
 
     impl = build("lazyinit", "cnn", common.QUICK)
     assert impl.net == models.resnet_cnn(3, (4, 8), 1)
+
+
+def test_the_checkpoint_leaves_benchmark_runs_in_quick_mode(capsys):
+    from benchmarks import checkpoint_leaves
+
+    checkpoint_leaves.main(["--quick"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| 1,000") or "| 5,000" in line]
+    assert len(rows) == 2 and all(line.count("x |") == 2 for line in rows), out
+    assert "load / save at 5,000 leaves:" in out and "target <= 2x" in out

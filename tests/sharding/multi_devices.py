@@ -178,6 +178,25 @@ def test_a_placeholders_device_wins_over_the_plan(key):
     assert params["0"]["kernel"].sharding.spec == P("fsdp", "tensor")
 
 
+def test_load_places_each_array_where_its_template_says(key, tmp_path):
+    mesh = auto_mesh((2, 4), ("fsdp", "tensor"))
+    saved = li.dry_run(mlp(), key, X)
+    li.save(tmp_path / "mlp.safetensors", saved)
+    like = li.dry_run(mlp(), key, jax.ShapeDtypeStruct(X.shape, X.dtype), mesh=mesh, rules=RULES)
+    like["2"]["bias"] = li.lazy_state(mlp())["2"]["bias"].to(jax.devices()[3])
+    with jax.default_device(jax.devices()[5]):
+        placed, _ = li.load(tmp_path / "mlp.safetensors", like=like)
+        as_saved, _ = li.load(tmp_path / "mlp.safetensors")
+    assert_same_values(placed, saved)
+    assert_same_values(as_saved, saved)
+    assert placed["0"]["kernel"].sharding.spec == P("fsdp", "tensor")  # the mesh template
+    assert {s.data.shape for s in placed["0"]["kernel"].addressable_shards} == {(4, 4)}
+    assert placed["2"]["bias"].devices() == {jax.devices()[3]} and placed["2"]["bias"].committed
+    # without a template: the default device, uncommitted, as jnp.asarray puts it
+    for leaf in jax.tree.leaves(as_saved):
+        assert leaf.devices() == {jax.devices()[5]} and not leaf.committed
+
+
 # ---------------------------------------------------------------------------
 # Training on the mesh.
 
