@@ -1,7 +1,7 @@
 """``li.load`` against ``li.save`` by number of leaves: a checkpoint of many small arrays.
 
-Issue 13's target is that loading 100,000 small leaves take at most twice as
-long as saving them. Each round saves a tree of ``n`` float32 leaves of 8
+The target: loading 100,000 small leaves takes at most twice as long as
+saving them. Each round saves a tree of ``n`` float32 leaves of 8
 elements (100 per sub-dict) and loads it back three ways, all interleaved so
 that the machine's load hits each alike:
 
