@@ -144,12 +144,12 @@ class _Plan:
                 holes={p: e for p, e in entries.items() if isinstance(e, Uninitialized)},
             )
         else:  # the load rules, as every entry point applies them (lazyinit._match)
-            structs: dict[tuple, jax.ShapeDtypeStruct] = {}  # one per (dtype, shape): immutable
+            structs = {  # one per (dtype, shape), shared: a ShapeDtypeStruct is immutable
+                e: jax.ShapeDtypeStruct(e[1], e[0])
+                for e in set(e for e in entries.values() if not isinstance(e, Uninitialized))
+            }
             saved = {
-                p: e
-                if isinstance(e, Uninitialized)
-                else structs.get(e) or structs.setdefault(e, jax.ShapeDtypeStruct(e[1], e[0]))
-                for p, e in entries.items()
+                p: e if isinstance(e, Uninitialized) else structs[e] for p, e in entries.items()
             }
             targets = {p: _match.Target.of(w) for p, w in want.items()}
             m = _match.match(

@@ -371,3 +371,13 @@ def test_a_root_placeholder_template_keeps_the_files_nesting(tmp_path, key):
     li.save(tmp_path / "dense.safetensors", {**params, "empty": {}})
     state, _ = li.load(tmp_path / "dense.safetensors", like=li.lazy_state(model))
     assert state["empty"] == {} and same(state["params"], params["params"])
+
+
+def test_scalar_leaves_of_one_shape_load_against_a_template(tmp_path):
+    # the load plan shares one ShapeDtypeStruct per saved (dtype, shape); a scalar one has no len()
+    tree = {"a": np.float32(1.5), "b": {"c": np.float32(2.5), "d": np.zeros((), np.float32)}}
+    li.save(tmp_path / "s.safetensors", tree)
+    like = jax.tree.map(lambda a: jax.ShapeDtypeStruct((), np.float32), tree)
+    loaded, report = li.load(tmp_path / "s.safetensors", like=like)
+    assert report.loaded == ("a", "b/c", "b/d")
+    assert jax.tree.map(float, loaded) == {"a": 1.5, "b": {"c": 2.5, "d": 0.0}}
