@@ -5,9 +5,10 @@ short-lived dicts, lists and tuples (the JSON header, the path tuples, the
 plan). None of them forms a reference cycle, so reference counting frees
 them all, but each burst of allocations triggers the cyclic collector, whose
 full passes walk every live object: they took 40% of ``li.load`` and 25% of
-``li.save`` at that size (``benchmarks/checkpoint_leaves.py``). While paused
-nothing is lost: the collector runs again at the next allocation after the
-block, and it is re-enabled only if it was enabled when the block began.
+``li.save`` at that size (``benchmarks/checkpoint_leaves.py``). Pausing loses
+nothing: a cycle made meanwhile is collected by the first pass after the
+block. The collector is re-enabled only if it was enabled when the block
+began, so a caller's own ``gc.disable()`` stands.
 """
 
 from __future__ import annotations

@@ -4,11 +4,11 @@
 CPU, nearly all of it Python dispatch around one copy; a checkpoint of
 100,000 small leaves spends seconds there. jaxlib's ``batched_device_put``
 (what ``jax.make_array_from_callback`` ends in) makes the same ``jax.Array``
-from a numpy array in about 2 microseconds. It is not public API, so it is
-used only where it exists with the signature this module was written
-against (jaxlib 0.10), for single-device placements; anything else takes
-the public path. ``tests/test_host_to_device.py`` checks that both paths give
-the same arrays (values, dtype, device, committedness).
+from a numpy array in about 2 microseconds. It is not public API: it is
+called as jaxlib 0.10 defines it (``pyproject.toml`` keeps jax to that
+series), only for single-device placements, and where it is missing
+everything takes the public path. ``tests/test_host_to_device.py`` checks
+that both paths give the same arrays (values, dtype, device, committedness).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def put_many(hosts: Sequence[np.ndarray], where: jax.sharding.Sharding | None) -
         first = jnp.asarray(hosts[0])  # the public path says where the default device is
         sharding, committed = first.sharding, False
         rest = _fast(hosts[1:], sharding, committed)
-        return [first, *rest] if rest is not None else [jnp.asarray(h) for h in hosts]
+        return [first, *(rest if rest is not None else map(jnp.asarray, hosts[1:]))]
     if isinstance(where, jax.sharding.SingleDeviceSharding):
         fast = _fast(hosts, where, True)
         if fast is not None:
