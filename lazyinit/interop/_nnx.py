@@ -155,11 +155,12 @@ class DeclaredVariables(Layer):
         return {name: params[name] for name, _ in self.variables}
 
 
-def _declare(build: _Build, node: Any, state: Any) -> dict:
+def declare_all(node: Any, params: dict[Path, Param]) -> dict:
+    """Declares each param at its path under ``node`` (one :class:`DeclaredVariables` per parent
+    path); returns the stand-in values, nested."""
     groups: dict[Path, list[tuple[str, Param]]] = {}
-    for path, leaf in _pure(state).items():
-        spec = Param(tuple(leaf.shape), _NnxInit(build, path), np.dtype(leaf.dtype))
-        groups.setdefault(path[:-1], []).append((path[-1], spec))
+    for path, param in params.items():
+        groups.setdefault(path[:-1], []).append((path[-1], param))
     values: dict[str, Any] = {}
     for at, specs in groups.items():
         parent, tree = node, values
@@ -167,6 +168,16 @@ def _declare(build: _Build, node: Any, state: Any) -> dict:
             parent, tree = parent[name], tree.setdefault(name, {})
         tree.update(DeclaredVariables(tuple(specs))(parent))
     return values
+
+
+def _declare(build: _Build, node: Any, state: Any) -> dict:
+    return declare_all(
+        node,
+        {
+            path: Param(tuple(leaf.shape), _NnxInit(build, path), np.dtype(leaf.dtype))
+            for path, leaf in _pure(state).items()
+        },
+    )
 
 
 def _merge(graphdef: Any, state: Any, params: Mapping) -> Any:

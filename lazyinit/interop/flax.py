@@ -62,7 +62,7 @@ from .._trace_cache import _is_array, register_cache
 from .._typing import Params, Path
 from . import _convert
 from ._convert import Framework, Leaf, Rule, same
-from ._nnx import DeclaredVariables
+from ._nnx import declare_all
 
 __all__ = [
     "FlaxModule",
@@ -176,25 +176,18 @@ def _declare(layer: FlaxModule, node: Any, args: tuple, kwargs: dict, rngs: Any)
         tuple(sorted(rngs)) if isinstance(rngs, Mapping) else (),
     )
     shapes = jax.eval_shape(init.variables, jax.random.key(0))
-    groups: dict[Path, list[tuple[str, Param]]] = {}
+    params: dict[Path, Param] = {}
     for path, boxed in _walk_variables(shapes):
         leaf = meta.unbox(boxed)
         axes = getattr(boxed, "names", None)
-        param = Param(
+        params[path] = Param(
             tuple(leaf.shape),
             dataclasses.replace(init, path=path),
             np.dtype(leaf.dtype),
             tuple(axes) if axes is not None else None,
             trainable=path[0] == "params",
         )
-        groups.setdefault(path[:-1], []).append((path[-1], param))
-    variables: dict[str, Any] = {}
-    for at, specs in groups.items():
-        parent, tree = node, variables
-        for name in at:
-            parent, tree = parent[name], tree.setdefault(name, {})
-        tree.update(DeclaredVariables(tuple(specs))(parent))
-    return variables
+    return declare_all(node, params)
 
 
 def _report_updates(params: Mapping, new: Mapping) -> None:
