@@ -55,7 +55,7 @@ BASE = "jax"
 def measure(calls: int, rounds: int) -> dict[str, list[float]]:
     """Seconds per call of each implementation, ``rounds`` interleaved rounds of ``calls`` calls."""
     x = jnp.ones((BATCH, WIDTH))
-    model = li.Sequential([layer for _ in range(DEPTH) for layer in (li.Linear(WIDTH), li.relu)])
+    model = li.Sequential([layer for _ in range(DEPTH) for layer in (li.Linear(WIDTH), li.nn.relu)])
     params = li.dry_run(model, jax.random.key(0), x)
     ws = [(params[str(2 * i)]["kernel"], params[str(2 * i)]["bias"]) for i in range(DEPTH)]
     flax_model = _FlaxMLP()

@@ -243,7 +243,7 @@ def figure9c(s: Sizes) -> Table:
     y = jnp.asarray(rng.integers(0, s.mlp[-1], s.mlp_batch), jnp.int32)
     layers: list[Any] = []
     for w in s.mlp[1:-1]:
-        layers += [li.Linear(w), li.relu]
+        layers += [li.Linear(w), li.nn.relu]
     model = li.Ensemble(li.Sequential([*layers, li.Linear(s.mlp[-1])]), n)
     dims = list(zip(s.mlp[:-1], s.mlp[1:]))
     lecun = jax.nn.initializers.lecun_normal()

@@ -38,7 +38,7 @@ def mlp(hidden: tuple[int, ...] = (512, 512), num_classes: int = 10) -> li.Layer
     """784-512-512-10 (the input size is inferred; images are flattened first)."""
     layers: list[Any] = [li.Flatten()]
     for width in hidden:
-        layers += [li.Linear(width), li.relu]
+        layers += [li.Linear(width), li.nn.relu]
     return li.Sequential([*layers, li.Linear(num_classes, axes=("mlp", "vocab"))])
 
 
@@ -62,7 +62,7 @@ def basic_block(channels: int, stride: int = 1, project: bool = False) -> BasicB
     def conv(k: int, s: int) -> li.Conv:
         return li.Conv(channels, (k, k), stride=s, padding=k // 2, use_bias=False)
 
-    main = li.Sequential([conv(3, stride), li.BatchNorm(), li.relu, conv(3, 1), li.BatchNorm()])
+    main = li.Sequential([conv(3, stride), li.BatchNorm(), li.nn.relu, conv(3, 1), li.BatchNorm()])
     shortcut = li.Sequential([conv(1, stride), li.BatchNorm()]) if project else None
     return BasicBlock(main, shortcut)
 
@@ -74,7 +74,7 @@ def resnet_cnn(
 ) -> li.Layer:
     """ResNet-18 on ``(N, 32, 32, 3)``: 11,173,962 params with the defaults. Call with ``train=``."""
     layers: list[Any] = [li.Conv(widths[0], (3, 3), padding=1, use_bias=False)]
-    layers += [li.BatchNorm(), li.relu]
+    layers += [li.BatchNorm(), li.nn.relu]
     for stage, width in enumerate(widths):
         for i in range(blocks_per_stage):
             stride = 2 if stage > 0 and i == 0 else 1
@@ -137,7 +137,7 @@ class Decoder(li.Layer):
         if self.positions is not None:
             length = ids.shape[-1]
             if length > self.positions.num_embeddings:
-                raise li.InferShapeError(
+                raise li.errors.InferShapeError(
                     f"Decoder: sequences of {length} tokens exceed max_len="
                     f"{self.positions.num_embeddings} learned positions."
                 )
@@ -165,7 +165,7 @@ def gpt_decoder(
 
     def block() -> Block:
         mlp = li.Sequential(
-            [li.Linear(4 * d_model), li.gelu, li.Linear(d_model, axes=("mlp", "embed"))]
+            [li.Linear(4 * d_model), li.nn.gelu, li.Linear(d_model, axes=("mlp", "embed"))]
         )
         attn = li.MultiHeadAttention(num_heads, causal=True)
         return Block(li.LayerNorm(), attn, li.LayerNorm(), mlp, li.Dropout(dropout))

@@ -111,7 +111,7 @@ def eight_devices() -> None:
     describe(params)
     try:  # a layout that cannot work is refused before anything is compiled
         li.dry_run(model, jax.random.key(KEY), x, mesh=mesh, rules=RULES, axes={"5": (None, "mlp")})
-    except li.ShardParamError as e:
+    except li.errors.ShardParamError as e:
         print("  with axes={'5': (None, 'mlp')}:", str(e).splitlines()[1].strip())
     report(params, model)
 

@@ -185,7 +185,7 @@ def _check_checkpoint(args: argparse.Namespace, model: Any, inputs: list, kwargs
         report = li.check_checkpoint(
             args.checkpoint, model, *inputs, strict=not args.non_strict, **kwargs
         )
-    except (li.LazyInitError, OSError) as e:
+    except (li.errors.LazyInitError, OSError) as e:
         raise CommandError(f"--checkpoint {args.checkpoint!r}: {e}", 1) from e
     print()
     verdict = "loads" if report.ok else "does not load"

@@ -20,49 +20,41 @@ with array summaries; :class:`lazyinit.Uninitialized` implements treescope's
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import _match, _structure
 from ._layer import Layer
 from ._recorder import Call
-from ._sequential import Sequential
 from ._spec import Param
-from ._structure import trace_for
-from ._summary import fmt_tree
+from ._tracer import trace
 from ._typing import Path
 
 __all__ = ["describe", "Described", "INFERRED"]
 
-INFERRED: dict[str, Callable[[Call, Mapping[str, Param]], dict[str, Any]]] = {}
-"""How to name the sizes a layer type infers, by type name: ``fn(call, specs) -> {field: size}``.
+INFERRED: dict[str, str] = {
+    "Linear": "in_features",
+    "Conv": "in_channels",
+    "ConvTranspose": "in_channels",
+    "BatchNorm": "num_features",
+    "LayerNorm": "num_features",
+    "RMSNorm": "num_features",
+    "GroupNorm": "num_channels",
+}
+"""The size each layer type infers, by type name: the size PyTorch's lazy module fills in.
 
-Each name is a feature size read off the first input's channel axis (the last,
-or axis 1 for a layer with ``channels_first=True``): the size PyTorch's lazy
-module would fill in. Layers not
-listed show their parameters' shapes instead.
+It is read off the first input's channel axis (the last, or axis 1 for a layer with
+``channels_first=True``). Layers not listed show their parameters' shapes instead.
 """
 
 
-def _last_axis(name: str) -> Callable[[Call, Mapping[str, Param]], dict[str, Any]]:
-    def fn(call: Call, specs: Mapping[str, Param]) -> dict[str, Any]:
-        args, _ = call.inputs
-        shape = getattr(args[0], "shape", None) if args else None
-        axis = 1 if getattr(call.layer, "channels_first", False) else -1
-        return {name: shape[axis]} if shape and len(shape) > axis else {}
-
-    return fn
-
-
-for _type, _name in [
-    ("Linear", "in_features"),
-    ("Conv", "in_channels"),
-    ("ConvTranspose", "in_channels"),
-    ("BatchNorm", "num_features"),
-    ("LayerNorm", "num_features"),
-    ("RMSNorm", "num_features"),
-    ("GroupNorm", "num_channels"),
-]:
-    INFERRED[_type] = _last_axis(_name)
+def _inferred(call: Call | None) -> str:
+    """The size :data:`INFERRED` names, from the call's first input (``?`` without one)."""
+    if call is None:
+        return "?"
+    args, _ = call.inputs
+    shape = getattr(args[0], "shape", None) if args else None
+    axis = 1 if getattr(call.layer, "channels_first", False) else -1
+    return str(shape[axis]) if shape and len(shape) > axis else "?"
 
 
 class Described(str):
@@ -112,9 +104,11 @@ def describe(model: Any, /, *args: Any, **kwargs: Any) -> Described:
     leaves print their configuration, preceded by the inferred sizes that
     :data:`INFERRED` names (``in_features=``) or followed by a comment with their
     parameters' shapes. A child the sample never reached keeps its plain repr.
+    Without a sample, the sizes that depend on the input print as ``?`` (PyTorch
+    prints a lazy module's as 0), from what the layers declare.
 
     >>> import jax.numpy as jnp, lazyinit as li
-    >>> model = li.Sequential([li.Linear(8), li.relu, li.Linear(1)])
+    >>> model = li.Sequential([li.Linear(8), li.nn.relu, li.Linear(1)])
     >>> model
     Sequential(layers=(Linear(out_features=8), relu, Linear(out_features=1)))
     >>> li.describe(model, jnp.ones((4, 3)))
@@ -123,43 +117,49 @@ def describe(model: Any, /, *args: Any, **kwargs: Any) -> Described:
       (1): relu
       (2): Linear(in_features=8, out_features=1)
     )
+    >>> li.describe(model)
+    Sequential(
+      (0): Linear(in_features=?, out_features=8)
+      (1): relu
+      (2): Linear(in_features=?, out_features=1)
+    )
     """
-    t = trace_for(model, args, kwargs, what="li.describe", example="li.describe(model, x)")
     calls: dict[Path, Call] = {}
-    for call in t.calls:
-        calls.setdefault(call.path, call)
-    specs: dict[Path, dict[str, Param]] = {}
-    for path, param in t.params.items():
+    specs: dict[Path, dict[str, Any]] = {}
+    if args or kwargs:
+        t = trace(model, *args, **kwargs)
+        for call in t.calls:
+            calls.setdefault(call.path, call)
+        owned: dict[Path, Any] = dict(t.params)
+    else:
+        owned = {p: s for p, s in _structure.derived_specs(model).items() if s is not None}
+    for path, param in owned.items():
         specs.setdefault(path[:-1], {})[path[-1]] = param
+    traced = bool(args or kwargs)
 
     def leaf(layer: Any, path: Path) -> str:
         call = calls.get(path)
         fields = _config(layer)
         own = specs.get(path, {})
         comment = ""
-        rule = INFERRED.get(type(layer).__name__)
-        if call is not None and rule is not None:
-            fields = {**{k: str(v) for k, v in rule(call, own).items()}, **fields}
+        name = INFERRED.get(type(layer).__name__)
+        if name is not None and (call is not None or not traced):
+            fields = {name: _inferred(call), **fields}
         elif own:
-            comment = "  # " + ", ".join(
-                f"{n}: {fmt_tree(_Abstract(p.shape, p.dtype))}" for n, p in own.items()
-            )
-        elif call is None and path != ():
+            comment = "  # " + ", ".join(f"{n}: {_shape(p)}" for n, p in own.items())
+        elif traced and call is None and path != ():
             comment = "  # not reached by this sample"
         body = ", ".join(f"{k}={v}" for k, v in fields.items())
         return f"{type(layer).__name__}({body}){comment}"
 
     def render(layer: Any, path: Path, indent: str) -> str:
-        if isinstance(layer, Sequential):
-            entries: list[tuple[str, Any]] = [(str(i), e) for i, e in enumerate(layer.layers)]
-        else:
-            entries = list(layer.children().items()) if hasattr(layer, "children") else []
-            known = {name for name, _ in entries}
-            entries += [
-                (p[-1], calls[p].layer)
-                for p in calls
-                if len(p) == len(path) + 1 and p[: len(path)] == path and p[-1] not in known
-            ]
+        entries = _entries(layer)
+        known = {name for name, _ in entries}
+        entries += [
+            (p[-1], calls[p].layer)
+            for p in calls
+            if len(p) == len(path) + 1 and p[: len(path)] == path and p[-1] not in known
+        ]
         if not entries:
             return leaf(layer, path)
         inner = indent + "  "
@@ -176,12 +176,15 @@ def describe(model: Any, /, *args: Any, **kwargs: Any) -> Described:
     return Described(render(model, (), ""))
 
 
-@dataclasses.dataclass(frozen=True)
-class _Abstract:
-    shape: tuple[int, ...]
-    dtype: Any
+def _entries(layer: Any) -> list[tuple[str, Any]]:
+    """A layer's children to print: a ``layers`` sequence (``Sequential``, ``Parallel``) entry by
+    entry, functions included; else what ``children()`` declares."""
+    seq = getattr(layer, "layers", None)
+    if isinstance(seq, tuple):
+        return [(str(i), e) for i, e in enumerate(seq)]
+    return list(layer.children().items()) if hasattr(layer, "children") else []
 
-    def __post_init__(self) -> None:
-        import numpy as np
 
-        object.__setattr__(self, "dtype", np.dtype(self.dtype or np.float32))
+def _shape(param: Param) -> str:
+    dims = ",".join("?" if d is None else str(d) for d in param.shape)
+    return f"{_match.param_dtype(param).name}[{dims}]"

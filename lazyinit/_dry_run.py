@@ -17,15 +17,14 @@ import dataclasses
 from typing import Any
 
 import jax
-import numpy as np
 
-from . import _match, _materialize, _paths, _sharding, _structure
-from ._errors import InvalidArgumentError, ReshardStateError, StateMismatchError
-from ._match import Report, Target
+from . import _keys, _match, _materialize, _paths, _sharding, _structure
+from ._match import Hole, Report, Target
 from ._recorder import Trace
 from ._trace_cache import is_abstract
 from ._tracer import trace
 from ._typing import Params, Path, PerPath, State
+from .errors import InvalidArgumentError, ReshardStateError, StateMismatchError
 
 __all__ = ["dry_run", "dry_run_with_report"]
 
@@ -85,7 +84,7 @@ def dry_run(
       :func:`dry_run_with_report` also returns what was kept and initialized.
 
     Raises:
-      InvalidKeyError: ``key`` is not a PRNG key or seed (checked first).
+      InvalidArgumentError: ``key`` is not a PRNG key or seed (checked first).
       StateMismatchError: a leaf of ``state`` disagrees with its inferred shape
         or dtype, or ``state`` has paths the model lacks. All offending
         paths are listed; nothing is overwritten.
@@ -98,7 +97,7 @@ def dry_run(
         the paths, shapes, dtypes or layouts to materialize.
 
     >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> model = li.Sequential([li.Linear(4), li.relu, li.Linear(1)])
+    >>> model = li.Sequential([li.Linear(4), li.nn.relu, li.Linear(1)])
     >>> params = li.dry_run(model, jax.random.key(0), jnp.ones((8, 3)))
     >>> jax.tree.map(jnp.shape, params)
     {'0': {'bias': (4,), 'kernel': (3, 4)}, '2': {'bias': (1,), 'kernel': (4, 1)}}
@@ -156,7 +155,7 @@ def _run(
     model: Any, key: Any, args: tuple, kwargs: dict, state: Any, strict: bool, o: _Options
 ) -> tuple[Params, Report]:
     abstract = is_abstract((args, kwargs))
-    root = _materialize.as_key(key, abstract=abstract)
+    root = _keys.as_key(key, abstract=abstract)
     t = trace(model, *args, **kwargs)
     targets, planned = _targets(t, o, abstract)
     have = _paths.flatten_state(state, "state") if state is not None else {}
@@ -164,37 +163,33 @@ def _run(
         targets,
         have,
         abstract=abstract,
-        found="existing",
-        expected="inferred",
-        current="inferred",
         cast_hint="convert it with li.load_state(..., cast=True) first",
     )
-    problems = list(m.problems)
+    # The dry run's policy: a missing path is a hole to draw, an unexpected one an error.
+    problems = _match.judge(m, missing=False, unexpected=strict)
     if strict and m.unexpected:
-        params_left = [p for p in t.params if p not in have]
-        problems += _match.unexpected_lines(
-            m, params_left, " in state: the model has no such parameter"
-        )
         problems += _structure.contradictions(model, t)
     out, moves, resharded, blocked = _place_kept(m.values, t, o, planned, abstract)
-    _raise_if(problems, blocked)
-    todo = {
-        path: (t.params[path], np.dtype(hole.dtype), _materialize.placement(_device(o, path, hole)))
+    _refuse(problems, blocked)
+    holes = {
+        path: dataclasses.replace(
+            hole, device=_materialize.placement(_paths.resolve(o.device, path) or hole.device)
+        )
         for path, hole in m.holes.items()
     }
-    for path, (_, want, _) in todo.items():
-        _materialize.check_dtype(path, want)
+    for hole in holes.values():
+        _materialize.check_dtype(hole)
     if abstract:
-        out.update({p: _materialize.abstract_leaf(*entry) for p, entry in todo.items()})
+        out.update({p: _materialize.abstract_leaf(hole) for p, hole in holes.items()})
     else:
         if planned and _sharding.spans_processes(o.mesh):
             _sharding.agree_across_processes(
-                _sharding.fingerprint_rows(root, o.mesh, todo, m.taken)
+                _sharding.fingerprint_rows(root, o.mesh, holes, m.taken)
             )
-        out.update(_draw(root, todo, moves, out, jit=o.jit or bool(planned)))
+        out.update(_draw(root, holes, moves, out, jit=o.jit or bool(planned)))
     params = _paths.unflatten({p: out[p] for p in t.params}, t.layers)
     return params, _match.report(
-        kept=m.taken, initialized=list(todo), unexpected=m.unexpected, resharded=resharded
+        kept=m.taken, initialized=list(holes), unexpected=m.unexpected, resharded=resharded
     )
 
 
@@ -210,20 +205,10 @@ def _targets(t: Trace, o: _Options, abstract: bool) -> tuple[dict[Path, Target],
         else _sharding.plan_shardings(t.params, o.mesh, o.rules, o.axes, abstract)
     )
     targets = {
-        path: Target(
-            param.shape,
-            _structure.forced_dtype(param, o.dtype, path),
-            np.dtype(param.dtype or np.float32),
-            planned.get(path),
-        )
-        for path, param in t.params.items()
+        path: Target.declared(spec, dtype=o.dtype, path=path, device=planned.get(path))
+        for path, spec in t.params.items()
     }
     return targets, planned
-
-
-def _device(o: _Options, path: Path, hole: Any) -> Any:
-    """``device=`` wins, then the placeholder's choice, then the mesh plan (in ``hole.device``)."""
-    return _paths.resolve(o.device, path) or hole.device
 
 
 def _place_kept(
@@ -251,38 +236,41 @@ def _place_kept(
 
 
 def _draw(
-    root: jax.Array, todo: dict, moves: dict[Path, Any], kept: dict[Path, Any], *, jit: bool
+    root: jax.Array,
+    holes: dict[Path, Hole],
+    moves: dict[Path, Any],
+    kept: dict[Path, Any],
+    *,
+    jit: bool,
 ) -> dict[Path, Any]:
     """The holes drawn from their initializers, and the kept leaves moved where planned."""
     out = {path: jax.device_put(kept[path], sharding) for path, sharding in moves.items()}
     # Initializers that draw a whole module's variables at once (a wrapped flax module) are
     # compiled together even without jit=True: one program, not one per leaf.
-    together = {p: e for p, e in todo.items() if jit or getattr(e[0].init, "draws_together", False)}
+    together = {
+        p: h for p, h in holes.items() if jit or getattr(h.spec.init, "draws_together", False)
+    }
     for group in _sharding.by_devices(together):
         out.update(_materialize.draw_all(root, group))
-    for path, (param, want, sharding) in todo.items():
+    for path, hole in holes.items():
         if path not in together:
-            out[path] = _materialize.draw(root, path, param, want, sharding)
+            out[path] = _materialize.draw(root, hole)
     return out
 
 
-def _raise_if(problems: list[str], blocked: list[str]) -> None:
-    if not problems and not blocked:
-        return
-    error = StateMismatchError if problems else ReshardStateError
-    lines = problems + blocked
-    raise error(
-        f"The dry run found {len(lines)} problem(s) with the given state; nothing was "
-        "overwritten:\n  "
-        + "\n  ".join(lines)
-        + "\nLoad a state made for this model and input size, or drop the offending "
-        "entries to re-initialize them (li.dry_run_with_report(..., strict=False) ignores "
-        "unexpected ones)."
-        + (
+_ADVICE = (
+    "Load a state made for this model and input size, or drop the offending entries to "
+    "re-initialize them (li.dry_run_with_report(..., strict=False) ignores unexpected ones)."
+)
+
+
+def _refuse(problems: list[str], blocked: list[str]) -> None:
+    """One error for every problem: a reshard alone is a :class:`ReshardStateError`."""
+    advice = _ADVICE
+    if blocked:
+        advice += (
             " Pass reshard=True to move loaded arrays to the planned layout (listed in "
             "report.resharded), or load them with the planned shardings."
-            if blocked
-            else ""
-        ),
-        tuple(lines),
-    )
+        )
+    error = StateMismatchError if problems else ReshardStateError
+    _match.refuse("The dry run cannot use the given state", problems + blocked, advice, error)

@@ -5,7 +5,7 @@ may be a typed key (``jax.random.key(0)``), a raw key of the default PRNG
 implementation (``jax.random.PRNGKey(0)``, ``uint32[2]`` for threefry) or an
 int seed. :func:`as_key` checks it first, before anything is traced, so that
 a mistake (the sample passed in the key's place, a batch of keys, a deleted
-key, a seed too large to be a seed) is one clear :class:`InvalidKeyError`
+key, a seed too large to be a seed) is one clear :class:`InvalidArgumentError`
 instead of a JAX error from deep inside the draw. The abstract and concrete
 dry runs accept exactly the same keys.
 """
@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from . import _paths
-from ._errors import InvalidKeyError
+from .errors import InvalidArgumentError
 
 __all__ = ["as_key"]
 
@@ -46,8 +46,8 @@ def _raw_shape() -> tuple[int, ...]:
     return tuple(jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape)
 
 
-def _not_a_key(key: Any) -> InvalidKeyError:
-    return InvalidKeyError(
+def _not_a_key(key: Any) -> InvalidArgumentError:
+    return InvalidArgumentError(
         f"key must be a jax.random.key(...), a raw jax.random.PRNGKey(...) or an int seed, got "
         f"{_describe(key)}. The argument after the model is the key and the sample inputs "
         f"follow it: {_EXAMPLE}."
@@ -63,7 +63,7 @@ def _check_seed(key: int) -> None:
             else " (64-bit types are off; with jax.config.update('jax_enable_x64', True) "
             "any int64 seed works)"
         )
-        raise InvalidKeyError(
+        raise InvalidArgumentError(
             f"key: the int seed {key if abs(key) < 10**30 else f'of {len(str(key))} digits'} is "
             f"outside [{low}, {high}), the seeds JAX turns into distinct keys{hint}. Use a "
             "smaller seed, e.g. seed % 2**32."
@@ -72,13 +72,13 @@ def _check_seed(key: int) -> None:
 
 def _check_array(key: Any, *, abstract: bool) -> None:
     if _paths.is_deleted(key):
-        raise InvalidKeyError(
+        raise InvalidArgumentError(
             "key: the PRNG key was deleted or donated to a jit-compiled call "
             "(donate_argnums). Pass a live key, e.g. jax.random.key(0)."
         )
     if _is_typed(key):
         if key.shape != ():
-            raise InvalidKeyError(
+            raise InvalidArgumentError(
                 f"key: got a batch of {key.shape} keys ({_describe(key)}); a dry run takes one "
                 "key and derives every parameter's key from it by path. Pass one key, e.g. "
                 "keys[0]; to initialize several models, call li.dry_run once per key "
@@ -90,19 +90,19 @@ def _check_array(key: Any, *, abstract: bool) -> None:
     if np.dtype(key.dtype) == np.uint32 and tuple(key.shape) == raw:
         return
     if np.dtype(key.dtype) == np.uint32 and key.ndim >= 1 and tuple(key.shape[-1:]) == raw:
-        raise InvalidKeyError(
+        raise InvalidArgumentError(
             f"key: got a batch of raw keys ({_describe(key)}); a dry run takes one key. Pass "
             "one key, e.g. keys[0]."
         )
     if np.dtype(key.dtype) == np.uint32 and tuple(key.shape) in ((2,), (4,)):
-        raise InvalidKeyError(
+        raise InvalidArgumentError(
             f"key: got raw key data uint32{list(key.shape)}, but the default PRNG "
             f"implementation {impl!r} uses raw keys of shape {raw}. Raw keys are accepted "
             "only for the default implementation: pass a typed key, e.g. "
             "jax.random.wrap_key_data(raw, impl='threefry2x32'), or jax.random.key(0)."
         )
     if key.shape in ((2,), (4,)) and np.issubdtype(np.dtype(key.dtype), np.integer):
-        raise InvalidKeyError(
+        raise InvalidArgumentError(
             f"key: raw key data must be uint32{list(raw)} (what jax.random.PRNGKey gives), "
             f"got {_describe(key)}. Pass jax.random.key(seed), or convert the data with "
             "jnp.asarray(raw, jnp.uint32)."
@@ -117,7 +117,7 @@ def as_key(key: Any, *, abstract: bool = False) -> Any:
     concrete one does but returns an int seed as it is, without building a key.
 
     Raises:
-      InvalidKeyError: anything else, saying what was found and what to pass.
+      InvalidArgumentError: anything else, saying what was found and what to pass.
 
     >>> import jax
     >>> from lazyinit._keys import as_key
@@ -125,12 +125,12 @@ def as_key(key: Any, *, abstract: bool = False) -> Any:
     ((), 7)
     >>> try:
     ...     as_key(jax.numpy.ones((2, 3)))
-    ... except InvalidKeyError as e:
+    ... except InvalidArgumentError as e:
     ...     print(e)
     key must be a jax.random.key(...), a raw jax.random.PRNGKey(...) or an int seed, got ArrayImpl float32[2, 3]. The argument after the model is the key and the sample inputs follow it: li.dry_run(model, jax.random.key(0), x).
     """
     if isinstance(key, (bool, np.bool_)):
-        raise InvalidKeyError(
+        raise InvalidArgumentError(
             f"key must be a jax.random.key(...) or an int seed, got the bool {key!r}: {_EXAMPLE}."
         )
     if isinstance(key, (int, np.integer)):

@@ -15,11 +15,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from . import _paths
-from ._errors import InvalidArgumentError, ParamsMismatchError
+import jax
+import numpy as np
+
+from . import _match, _paths
 from ._reinit import select
+from ._spec import Uninitialized
 from ._tracer import trace
 from ._typing import Params
+from .errors import InvalidArgumentError
 
 __all__ = ["labels", "TRAINABLE", "FROZEN", "BUFFER"]
 
@@ -43,7 +47,7 @@ def labels(
 
     Raises:
       InvalidArgumentError: no sample, or a pattern that matches no parameter.
-      ParamsMismatchError: ``params`` holds paths the model does not have.
+      StateMismatchError: ``params`` holds paths the model does not have.
 
     Examples:
         >>> import jax, jax.numpy as jnp, lazyinit as li
@@ -61,16 +65,25 @@ def labels(
     t = trace(model, *sample, **kw)
     chosen = set(select(t, frozen, what="li.labels(frozen=...)")) if frozen else set()
     flat = _paths.flatten(params, lambda x: True, what="params")
-    unknown = [p for p in flat if p not in t.params]
-    if unknown:
-        raise ParamsMismatchError(
-            f"li.labels: the params hold {len(unknown)} path(s) the model does not have on this "
-            "sample: "
-            + ", ".join(f"{_paths.join(p)!r}{_paths.near_miss(p, list(t.params))}" for p in unknown)
-            + ". Pass this model's params (or a part of them) and the sample it was dry-run on."
-        )
+    m = _match.match(
+        {p: _match.Target(spec.shape) for p, spec in t.params.items()},
+        {p: _shape_only(v) for p, v in flat.items()},
+        abstract=True,
+    )
+    _match.refuse(
+        "li.labels: the params do not fit the model on this sample",
+        _match.judge(m, missing=False, unexpected=True),
+        "Pass this model's params (or a part of them) and the sample it was dry-run on.",
+    )
     out = {
         p: BUFFER if not t.params[p].trainable else FROZEN if p in chosen else TRAINABLE
         for p in flat
     }
     return _paths.unflatten(out, _paths.subtrees(params))
+
+
+def _shape_only(leaf: Any) -> Any:
+    """What the rules need of a leaf here: its shape where it has one (a label has none)."""
+    if _paths.is_shaped(leaf):
+        return jax.ShapeDtypeStruct(np.shape(leaf), leaf.dtype)
+    return leaf if isinstance(leaf, Uninitialized) else Uninitialized()

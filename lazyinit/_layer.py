@@ -14,16 +14,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _paths
-from ._dry_run import dry_run
-from ._errors import LazyInitError, ParamsMismatchError, UninitializedParamError
-from ._recorder import _Node
+from . import _match, _paths
+from ._recorder import is_tracing
 from ._spec import Param, Uninitialized
-from ._state import lazy_state
-from ._structure import fixed_dtype
-from ._trace_cache import _signature
+from ._trace_cache import signature
 from ._tracer import trace, trace_call
-from ._typing import Params, Path, State
+from ._typing import Path
+from .errors import LazyInitError, UninitializedParamError
 
 __all__ = ["Layer"]
 
@@ -61,55 +58,55 @@ def _check_params(layer: Layer, params: Any, args: tuple, kwargs: dict) -> None:
             "first and call the model with the params it returns."
         ) from None
     try:
-        key = (treedef, tuple((v.shape, v.dtype) for v in leaves), _signature((args, kwargs)))
+        key = (treedef, tuple((v.shape, v.dtype) for v in leaves), signature((args, kwargs)))
         hash(key)
     except (AttributeError, TypeError):  # a leaf that is not an array: the call will say
         return
     checked: dict[Any, None] = vars(layer).setdefault("_lazyinit_checked", {})
     if key in checked:
         return
-    given = {p: (tuple(v.shape), v.dtype) for p, v in _paths.leaves(params)}
-    why = _diagnose(layer, given, args, kwargs)
-    if why is not None:
-        raise ParamsMismatchError(why)
+    _diagnose(layer, {p: v for p, v in _paths.leaves(params)}, args, kwargs)
     if len(checked) >= 64:  # a bound: many input signatures only cost re-checks
         checked.clear()
     checked[key] = None
 
 
-def _diagnose(
-    layer: Layer, given: dict[Path, tuple[tuple[int, ...], Any]], args: tuple, kwargs: dict
-) -> str | None:
-    """Why params with these paths, shapes and dtypes do not fit ``layer``, or None."""
+def _diagnose(layer: Layer, given: dict[Path, Any], args: tuple, kwargs: dict) -> None:
+    """Raises unless params with these paths, shapes and dtypes fit ``layer``: the load rules
+    (:mod:`lazyinit._match`), with a call's policy. A floating-point spec takes any floating
+    dtype (mixed precision); extra params alone are fine (a call may use a part of them)."""
     try:
         expected = trace(layer, *args, **kwargs).params
     except LazyInitError:
-        return None  # the call itself will raise the located error
-    lines = [f"missing {_paths.join(p)!r} {s.shape}" for p, s in expected.items() if p not in given]
-    for p, spec in expected.items():
-        if p not in given:
-            continue
-        shape, dtype = given[p]
-        if shape != spec.shape:
-            lines.append(f"{_paths.join(p)!r}: shape {shape}, the model needs {spec.shape}")
-        elif fixed_dtype(spec) and np.dtype(dtype) != spec.dtype:
-            lines.append(
-                f"{_paths.join(p)!r}: dtype {np.dtype(dtype).name}, the model needs "
-                f"{np.dtype(spec.dtype).name}"
-            )
-        elif not fixed_dtype(spec) and not jnp.issubdtype(dtype, jnp.inexact):
-            lines.append(
-                f"{_paths.join(p)!r}: dtype {np.dtype(dtype).name}, the model needs a "
-                "floating-point dtype"
-            )
-    if not lines:  # extra params alone are fine: a call may use a part of them
-        return None
-    lines += [f"unexpected {_paths.join(p)!r}" for p in given if p not in expected]
-    return (
-        f"These params do not fit {type(layer).__name__} on inputs like these:\n  "
-        + "\n  ".join(lines)
-        + "\nWere they made for another model or input size? Use the params li.dry_run "
-        "returns for this model (or load them with li.load_state)."
+        return  # the call itself will raise the located error
+    targets = {
+        p: _match.Target(spec.shape, spec.dtype if _match.fixed_dtype(spec) else None)
+        for p, spec in expected.items()
+    }
+    incoming = {p: jax.ShapeDtypeStruct(np.shape(v), v.dtype) for p, v in given.items()}
+    m = _match.match(
+        targets, incoming, abstract=True, cast_hint="cast it, or dry-run with this dtype"
+    )
+    floats = [
+        _match.dtype_mismatch(
+            repr(_paths.join(p)),
+            given[p].dtype,
+            "a floating-point dtype",
+            "integer params serve only integer specs",
+        )
+        for p, spec in expected.items()
+        if p in given
+        and not _match.fixed_dtype(spec)
+        and not jnp.issubdtype(given[p].dtype, jnp.inexact)
+    ]
+    wrong = _match.judge(m, missing=True, unexpected=False) + floats
+    # Extra params alone are fine; beside a real problem they are listed, as a clue.
+    lines = _match.judge(m, missing=True, unexpected=True) + floats if wrong else []
+    _match.refuse(
+        f"These params do not fit {type(layer).__name__} on inputs like these",
+        lines,
+        "Were they made for another model or input size? Use the params li.dry_run "
+        "returns for this model (or load them with li.load_state).",
     )
 
 
@@ -139,7 +136,7 @@ def _traced(call: Any) -> Any:
 
     @functools.wraps(call)
     def __call__(self: Layer, params: Any, /, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(params, _Node):
+        if is_tracing(params):
             return trace_call(self, call, params, args, kwargs)
         watch = _WATCH.get()
         if getattr(_apply, "depth", 0):
@@ -191,7 +188,7 @@ class Layer:
     ...         return {"scale": li.Param((x.shape[-1],), jax.nn.initializers.ones)}
     ...     def __call__(self, params, x):
     ...         return x * params["scale"]
-    >>> params = Scale().dry_run(jax.random.key(0), jnp.ones((2, 3)))
+    >>> params = li.dry_run(Scale(), jax.random.key(0), jnp.ones((2, 3)))
     >>> jax.tree.map(jnp.shape, params)
     {'scale': (3,)}
     """
@@ -238,11 +235,3 @@ class Layer:
         }
 
     children._lazyinit_default = True  # type: ignore[attr-defined]
-
-    def dry_run(self, key: Any, /, *args: Any, **kwargs: Any) -> Params:
-        """``li.dry_run(self, key, *args, **kwargs)``."""
-        return dry_run(self, key, *args, **kwargs)
-
-    def lazy_state(self, *sample: Any, **kwargs: Any) -> State:
-        """``li.lazy_state(self, *sample, **kwargs)``."""
-        return lazy_state(self, *sample, **kwargs)

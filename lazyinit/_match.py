@@ -2,8 +2,9 @@
 
 PyTorch's ``load_state_dict`` rules, as one pure function that every entry
 point calls (``li.dry_run(state=)``, ``li.load_state``, ``li.load``,
-``TrainingCheckpoints.restore``, ``li.summary``'s statuses), so that their
-decisions and their words cannot drift apart:
+``li.check_checkpoint``, ``TrainingCheckpoints.restore``, the PyTorch and flax
+converters, ``li.summary``'s statuses and a call's check of its params), so that
+their decisions and their words cannot drift apart:
 
 * a *value* (an array) fills a *hole* (a placeholder, or in a concrete run a
   ``ShapeDtypeStruct``) when it agrees with every dimension the hole knows;
@@ -15,18 +16,28 @@ decisions and their words cannot drift apart:
 * a placeholder of unknown structure (``shape=?``) stands for a whole subtree:
   it takes whatever the other side has below its path;
 * paths only on the receiving side are *missing*, paths only on the incoming
-  side *unexpected* (with a near-miss hint); the caller says which are errors;
+  side *unexpected* (with a near-miss hint); each entry point's *policy* says
+  which of the two it refuses (:func:`judge`);
 * numpy values are copied into ``jax.Array``s, so a caller's later in-place edit
   never reaches the params.
 
-Every problem is collected, none is raised here: callers raise one error
-listing them all, before anything is built.
+Every problem is collected, none is raised here: :func:`judge` lists what an
+entry point refuses and :func:`refuse` raises one
+:class:`~lazyinit.errors.StateMismatchError` listing them all, before anything
+is built. Each rule's line is worded by one function below (:func:`size_mismatch`,
+:func:`dtype_mismatch`, :func:`missing_key`, :func:`unexpected_key`,
+:func:`placeholder_for_value`); other libraries' converters plug in their own
+key names (``show``) and say which layer a key belongs to (``about``).
+
+A parameter keeps one record from the match to the draw: its :class:`Target`
+(shape, dtype, placement, and the :class:`~lazyinit.Param` a dry run traced),
+and, while it has no value, the :class:`Hole` that says what will fill it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jax
@@ -34,19 +45,31 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _paths
-from ._spec import Uninitialized
-from ._typing import Path
+from ._spec import DEFAULT_DTYPE, Param, Uninitialized
+from ._typing import Path, PerPath
+from .errors import StateMismatchError
 
 __all__ = [
     "Report",
     "Target",
+    "Hole",
     "Matched",
     "match",
+    "judge",
+    "refuse",
     "report",
-    "describe_mismatch",
-    "missing_lines",
-    "unexpected_lines",
+    "size_mismatch",
+    "dtype_mismatch",
+    "missing_key",
+    "unexpected_key",
+    "near_hint",
+    "placeholder_for_value",
+    "fixed_dtype",
+    "forced_dtype",
+    "param_dtype",
 ]
+
+Shape = tuple[int | None, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +102,7 @@ class Report:
         return "\n".join(rows)
 
 
-def report(**groups: Any) -> Report:
+def report(**groups: Iterable[Path | str]) -> Report:
     """A :class:`Report` from lists of paths (tuples or ``/``-joined strings)."""
     return Report(
         **{
@@ -87,6 +110,39 @@ def report(**groups: Any) -> Report:
             for k, v in groups.items()
         }
     )
+
+
+# ---------------------------------------------------------------------------
+# The dtype a parameter is stored in.
+
+
+def fixed_dtype(param: Param) -> bool:
+    """Whether a spec's dtype is fixed whatever is chosen: a non-floating one (BatchNorm's int32
+    ``count``). ``dtype=`` choices, placeholders' dtypes and mixed precision apply to the rest."""
+    return param.dtype is not None and not np.issubdtype(param.dtype, np.floating)
+
+
+def forced_dtype(param: Param, dtype: PerPath, path: Path) -> np.dtype | None:
+    """The dtype that wins over a placeholder's choice: a fixed spec's, else ``dtype=``'s."""
+    if fixed_dtype(param):
+        return param.dtype
+    chosen = _paths.resolve(dtype, path)
+    return None if chosen is None else np.dtype(chosen)
+
+
+def param_dtype(param: Param, dtype: PerPath = None, path: Path = ()) -> np.dtype:
+    """The dtype a parameter materializes in: forced, else the spec's, else float32.
+
+    The one place the default (:data:`lazyinit._spec.DEFAULT_DTYPE`) is applied.
+    """
+    forced = forced_dtype(param, dtype, path)
+    if forced is not None:
+        return forced
+    return param.dtype if param.dtype is not None else DEFAULT_DTYPE
+
+
+# ---------------------------------------------------------------------------
+# The records.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,13 +157,15 @@ class Target:
       default_dtype: the dtype of a hole that nobody chose one for.
       device: where a hole is to be materialized, unless the incoming hole says.
       value: the initialized leaf already there, or ``None``.
+      spec: the declaration a dry run traced at this path, carried to the draw.
     """
 
-    shape: tuple[int | None, ...] | None
+    shape: Shape | None
     dtype: np.dtype | None = None
     default_dtype: np.dtype | None = None
     device: Any = None
     value: Any = None
+    spec: Param | None = None
 
     @classmethod
     def of(cls, leaf: Any) -> Target:
@@ -116,40 +174,68 @@ class Target:
             return cls(leaf.shape, leaf.dtype, None, leaf.device)
         return cls(tuple(leaf.shape), np.dtype(leaf.dtype), None, None, leaf)
 
+    @classmethod
+    def declared(cls, spec: Param, *, dtype: PerPath, path: Path, device: Any = None) -> Target:
+        """The target of a traced parameter: its shape, the dtype chosen for it, its placement."""
+        return cls(
+            spec.shape, forced_dtype(spec, dtype, path), param_dtype(spec), device, None, spec
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Hole:
+    """A path that still has no value after the match, with all that is known of it.
+
+    ``shape`` is what the two sides know together, ``dtype`` and ``device`` the
+    choices that won (the target's forced dtype, then the incoming placeholder's, then the
+    default). A dry run draws it (``target.spec``); a load returns it as a placeholder.
+    """
+
+    path: Path
+    target: Target
+    shape: Shape | None
+    dtype: np.dtype | None
+    device: Any
+
+    @property
+    def spec(self) -> Param:
+        """The traced declaration this hole is drawn from (dry runs only)."""
+        assert self.target.spec is not None, "only a dry run's targets carry a spec"
+        return self.target.spec
+
+    def placeholder(self) -> Uninitialized:
+        """The :class:`~lazyinit.Uninitialized` a load returns for this hole."""
+        return Uninitialized(self.shape, self.dtype, self.device, _paths.join(self.path))
+
 
 @dataclasses.dataclass
 class Matched:
-    """The decisions :func:`match` took, by path, and every problem it found."""
+    """The decisions :func:`match` took, by path, and every rule problem it found."""
 
     values: dict[Path, Any] = dataclasses.field(default_factory=dict)
-    holes: dict[Path, Uninitialized] = dataclasses.field(default_factory=dict)
+    holes: dict[Path, Hole] = dataclasses.field(default_factory=dict)
     taken: list[Path] = dataclasses.field(default_factory=list)
     missing: list[Path] = dataclasses.field(default_factory=list)
     unexpected: list[Path] = dataclasses.field(default_factory=list)
     cast: list[Path] = dataclasses.field(default_factory=list)
     problems: list[str] = dataclasses.field(default_factory=list)
+    names: _Names | None = None
 
 
-def _shape_str(shape: tuple[int | None, ...] | None) -> str:
+# ---------------------------------------------------------------------------
+# The words: each rule's line, written once.
+
+
+def shape_str(shape: Shape | None) -> str:
+    """``(3, ?)``; a whole unknown shape is ``?``."""
     if shape is None:
         return "?"
     dims = ", ".join("?" if d is None else str(d) for d in shape)
     return f"({dims},)" if len(shape) == 1 else f"({dims})"
 
 
-def describe_mismatch(
-    path: Path, found: Any, expected: Any, found_what: str, expected_what: str
-) -> str:
-    """``size mismatch for 'fc1/kernel': loaded shape (10, 4), expected (4, 10)``, plus a
-    hint when one is the transpose of the other (PyTorch's ``(out, in)`` layout).
-
-    ``found`` and ``expected`` are shapes (``None`` dims unknown) or leaves that have one.
-    """
-    found, expected = _shape_of(found), _shape_of(expected)
-    line = (
-        f"size mismatch for {_paths.join(path)!r}: {found_what} shape {_shape_str(found)}, "
-        f"{expected_what} {_shape_str(expected)}"
-    )
+def transpose_hint(found: Shape | None, expected: Shape | None) -> str:
+    """The default size-mismatch hint: a 2-d shape that is the transpose of the expected one."""
     if (
         found is not None
         and expected is not None
@@ -158,21 +244,71 @@ def describe_mismatch(
         and None not in expected
         and found != expected
     ):
-        line += (
+        return (
             " (the transpose: PyTorch stores Linear weights as (out, in); lazyinit kernels are "
             "(in, out). Convert with lazyinit.interop.torch or transpose it.)"
         )
-    return line
+    return ""
 
 
-def _shape_of(x: Any) -> tuple[int | None, ...] | None:
-    if x is None or isinstance(x, tuple):
-        return x
+def size_mismatch(name: str, found: Shape | None, expected: Shape | None, hint: str = "") -> str:
+    """``size mismatch for 'fc1/kernel': found shape (10, 4), expected (4, 10)`` (+ a hint)."""
+    return f"size mismatch for {name}: found shape {shape_str(found)}, expected {shape_str(expected)}{hint}"
+
+
+def dtype_mismatch(name: str, found: Any, expected: Any, fix: str) -> str:
+    """``dtype mismatch for 'w': found float64, expected float32 (pass cast=True to convert it)``."""
+    want = expected if isinstance(expected, str) else np.dtype(expected).name
+    return f"dtype mismatch for {name}: found {np.dtype(found).name}, expected {want} ({fix})"
+
+
+def missing_key(name: str, hint: str = "") -> str:
+    """``missing key 'fc1/kernel' (did you mean 'fc1/weight'?)``."""
+    return f"missing key {name}{hint}"
+
+
+def unexpected_key(name: str, hint: str = "") -> str:
+    """``unexpected key 'fc1/weight' (did you mean 'fc1/kernel'?)``."""
+    return f"unexpected key {name}{hint}"
+
+
+def placeholder_for_value(name: str) -> str:
+    """A placeholder arriving where an array is needed."""
+    return (
+        f"placeholder for {name}, where an array is needed: the incoming state has no value "
+        "for it (dry-run the model with this state first, or load it into a lazy state)"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Names:
+    """How an entry point names paths in its lines: lazyinit's own, or another library's keys."""
+
+    show: Callable[[Path], str]
+    about: Mapping[Path, str]
+    hint: Callable[[Shape | None, Shape | None], str]
+
+    def __call__(self, path: Path) -> str:
+        about = self.about.get(path)
+        return f"{self.show(path)!r}" + (f" ({about})" if about else "")
+
+
+def near_hint(path: Path, candidates: list[Path], show: Callable[[Path], str] = _paths.join) -> str:
+    """`` (did you mean 'fc1/kernel'?)`` for the likeliest of ``candidates``, or ``''``."""
+    hit = _paths.near_miss(path, candidates)
+    return f" (did you mean {show(hit)!r}?)" if hit is not None else ""
+
+
+# ---------------------------------------------------------------------------
+# The rules.
+
+
+def _shape_of(x: Any) -> Shape | None:
     shape = getattr(x, "shape", None)
     return None if shape is None else tuple(shape)
 
 
-def _agrees(known: tuple[int | None, ...] | None, shape: tuple[int | None, ...] | None) -> bool:
+def _agrees(known: Shape | None, shape: Shape | None) -> bool:
     if known is None or shape is None:
         return True
     return len(known) == len(shape) and all(
@@ -181,7 +317,9 @@ def _agrees(known: tuple[int | None, ...] | None, shape: tuple[int | None, ...] 
 
 
 def _is_hole(x: Any, abstract: bool) -> bool:
-    return isinstance(x, Uninitialized) or (isinstance(x, jax.ShapeDtypeStruct) and not abstract)
+    """A hole, as this match sees it: in an ``abstract`` match a ``ShapeDtypeStruct`` is a value
+    (a shape and dtype to check), otherwise a hole like a placeholder (:func:`_paths.is_hole`)."""
+    return isinstance(x, Uninitialized) or (_paths.is_hole(x) and not abstract)
 
 
 def _as_value(x: Any) -> Any:
@@ -191,23 +329,22 @@ def _as_value(x: Any) -> Any:
     return x
 
 
-def _hole(path: Path, target: Target, hint: Any) -> Uninitialized:
-    """The placeholder a hole becomes: the target's dtype wins, then the hint's, then the default."""
+def _hole(path: Path, target: Target, hint: Any) -> Hole:
+    """What a hole becomes: the target's dtype wins, then the hint's, then the default."""
     dtype = target.dtype or getattr(hint, "dtype", None) or target.default_dtype
     device = getattr(hint, "device", None) if isinstance(hint, Uninitialized) else None
     if isinstance(hint, jax.ShapeDtypeStruct):
         device = hint.sharding
-    return Uninitialized(
-        _union(target.shape, getattr(hint, "shape", None)),
-        dtype,
+    return Hole(
+        path,
+        target,
+        _union(target.shape, _shape_of(hint)),
+        None if dtype is None else np.dtype(dtype),
         device if device is not None else target.device,
-        _paths.join(path),
     )
 
 
-def _union(
-    a: tuple[int | None, ...] | None, b: tuple[int | None, ...] | None
-) -> tuple[int | None, ...] | None:
+def _union(a: Shape | None, b: Shape | None) -> Shape | None:
     """What two agreeing shapes know together (``(?, 10)`` and ``(3, ?)`` give ``(3, 10)``)."""
     if a is None or b is None or len(a) != len(b):
         return a if a is not None else b
@@ -229,20 +366,21 @@ def match(
     *,
     cast: bool = False,
     abstract: bool = False,
-    found: str = "loaded",
-    expected: str = "expected",
-    current: str = "current",
     cast_hint: str = "pass cast=True to convert it",
+    show: Callable[[Path], str] = _paths.join,
+    about: Mapping[Path, str] | None = None,
+    hint: Callable[[Shape | None, Shape | None], str] = transpose_hint,
 ) -> Matched:
     """Applies the load rules to every path of ``targets`` and ``incoming``; raises nothing.
 
-    ``found``/``expected`` are the words of the size-mismatch lines (``loaded``
-    vs ``expected``, ``existing`` vs ``inferred``); ``current`` replaces
-    ``expected`` where the target is an initialized leaf. In an ``abstract`` match a
-    ``ShapeDtypeStruct`` counts as a value, not a hole.
+    In an ``abstract`` match a ``ShapeDtypeStruct`` counts as a value, not a hole.
+    ``cast_hint`` is the remedy a dtype mismatch names (it differs by entry point: the
+    rule does not). ``show`` prints a path as the entry point's keys (another library's
+    dotted names), ``about`` adds what a key belongs to, and ``hint`` explains a size
+    mismatch (default: the transpose of PyTorch's layout).
     """
-    m = Matched()
-    words = (found, expected, cast_hint)
+    names = _Names(show, about or {}, hint)
+    m = Matched(names=names)
     used: set[Path] = set()
     wholes = [p for p, t in targets.items() if t.shape is None]
     for path, target in targets.items():
@@ -257,16 +395,16 @@ def match(
                 elif _is_hole(new, abstract):
                     m.holes[path] = _hole(path, target, new)
                 else:
-                    m.values[path] = _take(path, target, new, cast, m, words)
+                    m.values[path] = _take(path, target, new, cast, cast_hint, m)
                 continue
             for p in below:
                 used.add(p)
                 new = incoming[p]
-                sub = Target(None, target.dtype, target.default_dtype, target.device)
+                sub = dataclasses.replace(target, value=None, spec=None)
                 if _is_hole(new, abstract):
                     m.holes[p] = _hole(p, sub, new)
                 else:
-                    m.values[p] = _take(p, sub, new, cast, m, words)
+                    m.values[p] = _take(p, sub, new, cast, cast_hint, m)
             continue
         new = incoming.get(path)
         if new is not None:
@@ -284,41 +422,29 @@ def match(
                 m.holes[path] = _hole(path, target, None)
             continue
         if _is_hole(new, abstract):
-            shape = getattr(new, "shape", None)
-            if isinstance(target.value, jax.ShapeDtypeStruct):
-                m.problems.append(
-                    f"cannot load a placeholder into {_paths.join(path)!r}, where the template "
-                    "wants an array: the incoming state has no value for it (dry-run the model "
-                    "with this state first, or load it into a lazy state)"
-                )
-            elif target.value is not None:
-                m.problems.append(
-                    f"cannot load a placeholder into initialized {_paths.join(path)!r}: the "
-                    "incoming state has no value for it (dry-run it first, or drop it)"
-                )
+            shape = _shape_of(new)
+            if target.value is not None:
+                m.problems.append(placeholder_for_value(names(path)))
             elif not _agrees(shape, target.shape):
-                m.problems.append(
-                    describe_mismatch(path, target.shape, shape, expected, "placeholder")
-                )
+                m.problems.append(size_mismatch(names(path), shape, target.shape))
             else:
                 m.holes[path] = _hole(path, target, new)
             continue
-        if not _agrees(tuple(new.shape), target.shape):
-            than = expected if target.value is None else current
-            m.problems.append(describe_mismatch(path, tuple(new.shape), target.shape, found, than))
+        found = tuple(new.shape)
+        if not _agrees(found, target.shape):
+            m.problems.append(
+                size_mismatch(names(path), found, target.shape, hint(found, target.shape))
+            )
             continue
-        m.values[path] = _take(path, target, new, cast, m, words)
+        m.values[path] = _take(path, target, new, cast, cast_hint, m)
     m.unexpected = [
         p for p in incoming if p not in used and not any(p[: len(w)] == w for w in wholes)
     ]
     return m
 
 
-def _take(
-    path: Path, target: Target, new: Any, cast: bool, m: Matched, words: tuple[str, str, str]
-) -> Any:
+def _take(path: Path, target: Target, new: Any, cast: bool, cast_hint: str, m: Matched) -> Any:
     """An incoming value at ``path``, dtype-checked (or cast) and copied out of numpy."""
-    found, expected, cast_hint = words
     want = target.dtype or target.default_dtype
     m.taken.append(path)
     if want is None or np.dtype(new.dtype) == np.dtype(want):
@@ -328,21 +454,35 @@ def _take(
         if isinstance(new, jax.ShapeDtypeStruct):
             return jax.ShapeDtypeStruct(new.shape, want, sharding=new.sharding)
         return jnp.asarray(new).astype(want)
-    m.problems.append(
-        f"dtype mismatch for {_paths.join(path)!r}: {found} {np.dtype(new.dtype).name}, "
-        f"{expected} {np.dtype(want).name} ({cast_hint})"
-    )
+    assert m.names is not None
+    m.problems.append(dtype_mismatch(m.names(path), new.dtype, want, cast_hint))
     return new
 
 
-def missing_lines(m: Matched) -> list[str]:
-    """``missing key 'fc1/kernel'`` lines, each with a near-miss hint among the unexpected."""
-    return [f"missing key {_paths.join(p)!r}{_paths.near_miss(p, m.unexpected)}" for p in m.missing]
+# ---------------------------------------------------------------------------
+# The policy, and the error.
 
 
-def unexpected_lines(m: Matched, candidates: list[Path], why: str = "") -> list[str]:
-    """``unexpected key 'fc1/weight' (did you mean 'fc1/kernel'?)`` lines."""
-    return [
-        f"unexpected key {_paths.join(p)!r}{why}{_paths.near_miss(p, candidates)}"
-        for p in m.unexpected
-    ]
+def judge(m: Matched, *, missing: bool, unexpected: bool) -> list[str]:
+    """Every line an entry point refuses: the rule problems, then missing and unexpected keys
+    where its policy refuses them (each with a near-miss hint from the other side)."""
+    names = m.names or _Names(_paths.join, {}, transpose_hint)
+    lines = list(m.problems)
+    if missing:
+        lines += [missing_key(names(p), near_hint(p, m.unexpected, names.show)) for p in m.missing]
+    if unexpected:
+        lines += [
+            unexpected_key(names(p), near_hint(p, m.missing, names.show)) for p in m.unexpected
+        ]
+    return lines
+
+
+def refuse(
+    what: str,
+    lines: list[str],
+    advice: str = "",
+    error: type[StateMismatchError] = StateMismatchError,
+) -> None:
+    """Raises one ``error`` listing every line, unless there are none."""
+    if lines:
+        raise error(what, lines, advice)

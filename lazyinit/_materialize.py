@@ -21,15 +21,15 @@ import jax
 import numpy as np
 
 from . import _paths
-from ._errors import InitializerError, InvalidArgumentError, InvalidSpecError
-from ._keys import as_key as as_key  # the checks live in _keys; kept here for importers
+from ._keys import as_key
+from ._match import Hole
 from ._spec import Param
 from ._typing import Path
+from .errors import InitializerError, InvalidArgumentError, InvalidSpecError
 
 __all__ = [
     "KEY_SCHEME",
     "param_key",
-    "as_key",
     "draw",
     "draw_all",
     "placement",
@@ -120,7 +120,9 @@ def placement(device: Any) -> jax.sharding.Sharding | None:
     )
 
 
-def check_dtype(path: Path, dtype: np.dtype) -> None:
+def check_dtype(hole: Hole) -> None:
+    """Refuses a 64-bit dtype while JAX's 64-bit types are off (it would silently narrow)."""
+    path, dtype = hole.path, np.dtype(hole.dtype)
     wide = (dtype.itemsize == 8 and dtype.kind in "fiu") or (
         dtype.kind == "c" and dtype.itemsize == 16
     )
@@ -195,12 +197,13 @@ def check(path: Path, param: Param, dtype: np.dtype, out: Any) -> None:
         )
 
 
-def abstract_leaf(param: Param, dtype: np.dtype, sharding: Any) -> jax.ShapeDtypeStruct:
+def abstract_leaf(hole: Hole) -> jax.ShapeDtypeStruct:
     """The abstract stand-in of a parameter (shared: ``ShapeDtypeStruct`` is immutable)."""
+    shape, dtype, sharding = hole.spec.shape, np.dtype(hole.dtype), hole.device
     try:
-        return _abstract(param.shape, dtype, sharding)
+        return _abstract(shape, dtype, sharding)
     except TypeError:  # an unhashable sharding
-        return jax.ShapeDtypeStruct(param.shape, dtype, sharding=sharding)
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -208,44 +211,46 @@ def _abstract(shape: tuple[int, ...], dtype: np.dtype, sharding: Any) -> jax.Sha
     return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
 
 
-def draw(key: jax.Array, path: Path, param: Param, dtype: np.dtype, sharding: Any) -> jax.Array:
+def draw(key: jax.Array, hole: Hole) -> jax.Array:
     """One parameter, drawn eagerly by its cached kernel."""
-    return _kernel(param, dtype, sharding, path, key)(key, param_words(path, param.init))
+    param, dtype = hole.spec, np.dtype(hole.dtype)
+    kernel = _kernel(param, dtype, hole.device, hole.path, key)
+    return kernel(key, param_words(hole.path, param.init))
 
 
 _PROGRAMS: dict[Any, Any] = {}
 
 
-def _groups(todo: Mapping[Path, tuple[Param, np.dtype, Any]]) -> list[tuple[Any, list[Path]]]:
+def _groups(holes: Mapping[Path, Hole]) -> list[tuple[Any, list[Path]]]:
     """Paths grouped by (initializer, shape, dtype): each group is one vmapped draw, so the
     program grows with the number of kinds of parameters, not with the model's depth. vmap of
     a draw over keys gives the same values as drawing each key alone."""
     groups: dict[Any, list[Path]] = {}
-    for path, (param, dtype, _) in todo.items():
-        kind = (param.init, param.shape, dtype)
+    for path, hole in holes.items():
+        kind = (hole.spec.init, hole.spec.shape, np.dtype(hole.dtype))
         try:
             groups.setdefault(kind, []).append(path)
         except TypeError:  # an unhashable initializer draws alone
-            groups[(param.init, param.shape, dtype, path)] = [path]
+            groups[(*kind, path)] = [path]
     return [(kind[:3], members) for kind, members in groups.items()]
 
 
-def draw_all(
-    key: jax.Array, todo: Mapping[Path, tuple[Param, np.dtype, Any]]
-) -> dict[Path, jax.Array]:
-    """Every parameter in ``todo`` drawn in one jit-compiled call, each into its sharding."""
-    paths = list(todo)
+def draw_all(key: jax.Array, holes: Mapping[Path, Hole]) -> dict[Path, jax.Array]:
+    """Every hole drawn in one jit-compiled call, each into its sharding (``hole.device``)."""
+    paths = list(holes)
     for p in paths:  # validates each initializer's output once
-        _kernel(todo[p][0], todo[p][1], todo[p][2], p, key)
+        h = holes[p]
+        _kernel(h.spec, np.dtype(h.dtype), h.device, p, key)
     signature: Any = tuple(
-        (p, todo[p][0].init, todo[p][0].shape, todo[p][1], todo[p][2]) for p in paths
+        (p, holes[p].spec.init, holes[p].spec.shape, np.dtype(holes[p].dtype), holes[p].device)
+        for p in paths
     )
     try:
         program = _PROGRAMS.get(signature)
     except TypeError:
         signature, program = None, None
     if program is None:
-        groups = _groups(todo)
+        groups = _groups(holes)
 
         def everything(root: jax.Array) -> list[jax.Array]:
             out: dict[Path, jax.Array] = {}
@@ -260,7 +265,7 @@ def draw_all(
                 out.update((p, stacked[i]) for i, p in enumerate(members))
             return [out[p] for p in paths]
 
-        program = jax.jit(everything, out_shardings=[todo[p][2] for p in paths])
+        program = jax.jit(everything, out_shardings=[holes[p].device for p in paths])
         if signature is not None:
             _PROGRAMS[signature] = program
     return dict(zip(paths, program(key)))

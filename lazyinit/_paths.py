@@ -16,9 +16,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from ._errors import DeletedParamError, InvalidTreeError
 from ._spec import Uninitialized
 from ._typing import Path, PathStr, PerPath
+from .errors import DeletedParamError, InvalidTreeError
 
 
 def is_value(x: Any) -> bool:
@@ -178,8 +178,8 @@ def unflatten(flat: Mapping[Path, Any], skeleton: Iterable[Path] = ()) -> dict[s
     return root
 
 
-def near_miss(path: Path, candidates: list[Path]) -> str:
-    """A hint such as `` (did you mean 'fc1/kernel'?)``, or ``''``.
+def near_miss(path: Path, candidates: list[Path]) -> Path | None:
+    """The candidate a user most likely meant by ``path``, or None.
 
     ``candidates`` are the paths left unmatched on the other side. The only
     one under the same parent wins (``fc1/weight`` -> ``fc1/kernel``);
@@ -187,10 +187,10 @@ def near_miss(path: Path, candidates: list[Path]) -> str:
     """
     siblings = [c for c in candidates if c[:-1] == path[:-1]]
     if len(siblings) == 1:
-        return f" (did you mean {join(siblings[0])!r}?)"
-    names = [join(c) for c in candidates]
-    close = difflib.get_close_matches(join(path), names, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+        return siblings[0]
+    names = {join(c): c for c in candidates}
+    close = difflib.get_close_matches(join(path), list(names), n=1, cutoff=0.6)
+    return names[close[0]] if close else None
 
 
 def resolve(choice: PerPath, path: Path, default: Any = None) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._dry_run import dry_run
-from ._sharding import Plan, Rules, memory_plan
+from ._sharding import Plan, Rules
 from ._trace_cache import abstractify
 from ._typing import PerPath
 
@@ -37,4 +37,4 @@ def plan(
     """
     args, kwargs = abstractify((args, kwargs))
     params = dry_run(model, 0, *args, mesh=mesh, rules=rules, axes=axes, dtype=dtype, **kwargs)
-    return memory_plan(params)
+    return Plan.of(params)

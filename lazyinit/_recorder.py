@@ -1,7 +1,7 @@
 """What a dry run's trace records, and ``params`` as a layer sees it during one.
 
-:class:`Trace` and :class:`Call` are the results; ``_Recorder`` collects, for
-one layer call, what the layers below it declare; ``_Node`` stands in for
+:class:`Trace` and :class:`Call` are the results; ``Recorder`` collects, for
+one layer call, what the layers below it declare; ``ParamsStandIn`` stands in for
 ``params`` and records the path of every key a layer indexes it with.
 """
 
@@ -16,13 +16,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _paths
-from ._errors import DuplicateParamError, InferShapeError
 from ._materialize import Stacked
 from ._spec import Param
-from ._trace_cache import _CACHE, _cache_key, remember
 from ._typing import Path, Specs
+from .errors import DuplicateParamError, InferShapeError
 
-__all__ = ["Call", "Trace", "DEFAULT_DTYPE", "record_stacked"]
+__all__ = [
+    "Call",
+    "Trace",
+    "Recorder",
+    "ParamsStandIn",
+    "is_tracing",
+    "cast_reads",
+    "record_stacked",
+]
 
 DEFAULT_DTYPE = np.dtype("float32")
 
@@ -65,7 +72,7 @@ class Trace:
 # The stand-in for ``params`` during a trace.
 
 
-class _Recorder:
+class Recorder:
     """Collects, relative to ``base``, what the layers called below it declare."""
 
     def __init__(self, base: Path):
@@ -114,19 +121,19 @@ class _Recorder:
         )
 
 
-class _Node(Mapping):
+class ParamsStandIn(Mapping):
     """``params`` as a layer sees it during a dry run: indexing records a path."""
 
     __slots__ = ("_rec", "_rel", "_cast")
 
-    def __init__(self, recorder: _Recorder, rel: Path, cast: Any = None):
+    def __init__(self, recorder: Recorder, rel: Path, cast: Any = None):
         self._rec = recorder
         self._rel = rel
         self._cast = cast  # a layer's compute_dtype: floating values read are cast to it
 
-    def cast(self, dtype: Any) -> _Node:
+    def cast(self, dtype: Any) -> ParamsStandIn:
         """The same node, reading floating-point values as ``dtype`` (``compute_dtype``)."""
-        return _Node(self._rec, self._rel, dtype)
+        return ParamsStandIn(self._rec, self._rel, dtype)
 
     @property
     def path(self) -> Path:
@@ -145,7 +152,7 @@ class _Node(Mapping):
             param = self._rec.params[path]
             value = jnp.zeros(param.shape, param.dtype or DEFAULT_DTYPE)
         if value is None:
-            return _Node(self._rec, path, self._cast)
+            return ParamsStandIn(self._rec, path, self._cast)
         if self._cast is not None and jnp.issubdtype(value.dtype, jnp.floating):
             return value.astype(self._cast)
         return value
@@ -177,7 +184,26 @@ class _Node(Mapping):
     __array__ = __jax_array__
 
 
-def record_stacked(node: _Node, layer: Any, n: int, axis: str, args: tuple, kwargs: dict) -> Any:
+def is_tracing(params: Any) -> bool:
+    """Whether ``params`` is the dry run's stand-in: the layer is being traced, not computed.
+
+    A layer of your own rarely needs this (its ``specs`` and ``__call__`` serve both); a
+    combinator that computes differently under a dry run (``li.Repeat`` declares ``n``
+    copies of one traced block) asks it.
+    """
+    return isinstance(params, ParamsStandIn)
+
+
+def cast_reads(params: Any, dtype: Any) -> Any:
+    """``params`` whose floating-point values are read as ``dtype`` (a layer's
+    ``compute_dtype``), during a dry run; see :func:`lazyinit.nn.compute_in`."""
+    assert isinstance(params, ParamsStandIn)
+    return params.cast(dtype)
+
+
+def record_stacked(
+    node: ParamsStandIn, layer: Any, n: int, axis: str, args: tuple, kwargs: dict
+) -> Any:
     """Traces ``layer`` once at ``node``'s path and declares its params stacked ``n`` times.
 
     Every parameter gets a leading axis of length ``n`` (logical axis ``axis``)
@@ -185,11 +211,8 @@ def record_stacked(node: _Node, layer: Any, n: int, axis: str, args: tuple, kwar
     is drawn at the unrolled path ``<node>/<i>/...``. Returns the layer's output
     for one slice.
     """
-    inner = _Recorder(node.path)
-    out = layer(_Node(inner, ()), *args, **kwargs)
-    key = _cache_key(layer, args, kwargs)
-    if key is not None and _CACHE.get(key) is not None:  # the converters look the block up
-        remember(layer, key, _CACHE.get(key))
+    inner = Recorder(node.path)
+    out = layer(ParamsStandIn(inner, ()), *args, **kwargs)
     for rel, param in inner.params.items():
         stacked = dataclasses.replace(
             param,
@@ -211,11 +234,11 @@ _TOKEN = np.zeros((1,), np.float32)
 _TOKEN_KEY = jax.tree_util.GetAttrKey("lazyinit_params_stand_in")
 
 
-def _flatten(node: _Node) -> tuple[tuple[tuple[Any, Any], ...], tuple[_Recorder, Path, Any]]:
+def _flatten(node: ParamsStandIn) -> tuple[tuple[tuple[Any, Any], ...], tuple[Recorder, Path, Any]]:
     return ((_TOKEN_KEY, _TOKEN),), (node._rec, node._rel, node._cast)
 
 
-def _unflatten(aux: tuple[_Recorder, Path, Any], leaves: Any) -> _Node:
+def _unflatten(aux: tuple[Recorder, Path, Any], leaves: Any) -> ParamsStandIn:
     recorder, rel, cast = aux
     (token,) = leaves
     if getattr(token, "shape", None) == ():
@@ -226,10 +249,10 @@ def _unflatten(aux: tuple[_Recorder, Path, Any], leaves: Any) -> _Node:
             "vmap, or li.Repeat(block, n) for n blocks applied in sequence under scan; both "
             "declare the stacked axis and draw each slice as if unrolled."
         )
-    return _Node(recorder, rel, cast)
+    return ParamsStandIn(recorder, rel, cast)
 
 
-jax.tree_util.register_pytree_with_keys(_Node, _flatten, _unflatten)
+jax.tree_util.register_pytree_with_keys(ParamsStandIn, _flatten, _unflatten)
 
 
 def _short(layer: Any) -> str:

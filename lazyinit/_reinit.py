@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from . import _paths
+from . import _match, _paths
 from ._dry_run import dry_run
-from ._errors import InvalidArgumentError, StateMismatchError, UninitializedParamError
-from ._recorder import DEFAULT_DTYPE, Trace
+from ._recorder import Trace
 from ._spec import Uninitialized
 from ._trace_cache import is_abstract
 from ._tracer import trace
 from ._typing import Params, Path
+from .errors import InvalidArgumentError, UninitializedParamError
 
 __all__ = ["reinit", "select"]
 
@@ -78,7 +78,7 @@ def reinit(
 
     Examples:
         >>> import jax, jax.numpy as jnp, lazyinit as li
-        >>> model = li.Sequential([li.Linear(4), li.relu, li.Linear(2)])
+        >>> model = li.Sequential([li.Linear(4), li.nn.relu, li.Linear(2)])
         >>> x = jnp.ones((1, 3))
         >>> params = li.dry_run(model, jax.random.key(0), x)
         >>> new = li.reinit(model, params, jax.random.key(1), x, paths="2")
@@ -103,13 +103,12 @@ def reinit(
             "hold no values (placeholders or ShapeDtypeStructs). Run li.dry_run(model, key, "
             "sample) with an array sample first: it initializes them."
         )
-    missing = [p for p in t.params if p not in flat]
-    if missing:
-        raise StateMismatchError(
-            f"li.reinit: the params lack {', '.join(_paths.join(p) for p in missing)}, which the "
-            "model has. Pass the params of this model (li.dry_run's result for it).",
-            tuple(f"missing key {_paths.join(p)!r}" for p in missing),
-        )
+    m = _match.match({p: _match.Target(spec.shape) for p, spec in t.params.items()}, flat)
+    _match.refuse(
+        "li.reinit: the params do not fit the model",
+        _match.judge(m, missing=True, unexpected=False),
+        "Pass the params of this model (li.dry_run's result for it).",
+    )
     state = dict(flat)
     for p in chosen:
         old = flat[p]
@@ -118,7 +117,7 @@ def reinit(
     dtype = {
         _paths.join(p): np.dtype(v.dtype)
         for p, v in flat.items()
-        if p in t.params and np.dtype(v.dtype) != np.dtype(t.params[p].dtype or DEFAULT_DTYPE)
+        if p in t.params and np.dtype(v.dtype) != _match.param_dtype(t.params[p])
     }
     skeleton = _paths.subtrees(params)
     return dry_run(

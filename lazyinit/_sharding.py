@@ -52,11 +52,12 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from . import _paths
-from ._errors import InvalidArgumentError, ProcessMismatchError, ShardParamError
+from ._match import Hole
 from ._spec import Param
 from ._typing import Params, Path, PerPath
+from .errors import InvalidArgumentError, ProcessMismatchError, ShardParamError
 
-__all__ = ["Rules", "Plan", "plan_shardings", "memory_plan", "reshard_problem"]
+__all__ = ["Rules", "Plan", "plan_shardings", "reshard_problem"]
 
 MeshAxes: TypeAlias = str | tuple[str, ...] | None
 Rules: TypeAlias = Mapping[str, MeshAxes] | Iterable[tuple[str, MeshAxes]]
@@ -226,12 +227,12 @@ def plan_shardings(
     return out
 
 
-def by_devices(todo: Mapping[Path, tuple[Param, Any, Any]]) -> list[dict]:
-    """``todo`` split by the devices each entry's sharding spans: one compiled draw each."""
-    groups: dict[Any, dict] = {}
-    for path, entry in todo.items():
-        devices = None if entry[2] is None else frozenset(d.id for d in entry[2].device_set)
-        groups.setdefault(devices, {})[path] = entry
+def by_devices(holes: Mapping[Path, Hole]) -> list[dict[Path, Hole]]:
+    """``holes`` split by the devices each one's sharding spans: one compiled draw each."""
+    groups: dict[Any, dict[Path, Hole]] = {}
+    for path, hole in holes.items():
+        devices = None if hole.device is None else frozenset(d.id for d in hole.device.device_set)
+        groups.setdefault(devices, {})[path] = hole
     return list(groups.values())
 
 
@@ -286,6 +287,39 @@ class Plan:
     bytes_per_device: int
     rows: tuple[tuple[str, int, tuple[int, ...], str, str, int], ...]
 
+    @classmethod
+    def of(cls, params: Params) -> Plan:
+        """The plan of a params tree (arrays or ``ShapeDtypeStruct``, sharded or not): what
+        ``li.plan`` returns for a model, for a tree you already have.
+
+        >>> import jax, lazyinit as li
+        >>> li.Plan.of({"w": jax.ShapeDtypeStruct((4, 8), "float32")}).total_bytes
+        128
+        """
+        flat = _paths.flatten(params, _paths.is_shaped)
+        groups: dict[tuple, list] = {}
+        total = per_device = 0
+        devices = 1
+        for path, leaf in flat.items():
+            shape, dtype = tuple(leaf.shape), np.dtype(leaf.dtype)
+            sharding = getattr(leaf, "sharding", None)
+            shard = sharding.shard_shape(shape) if sharding is not None else shape
+            if isinstance(sharding, NamedSharding):
+                devices = max(devices, sharding.mesh.size)
+            each = math.prod(shard) * dtype.itemsize
+            total += math.prod(shape) * dtype.itemsize
+            per_device += each
+            spec = str(sharding.spec) if isinstance(sharding, NamedSharding) else "-"
+            name = _paths.join(path)
+            groups.setdefault((_group(name), shape, dtype.name, spec, each), []).append(name)
+        rows = tuple(
+            (p if len(names) > 1 else names[0], len(names), s, d, sp, b)
+            for (p, s, d, sp, b), names in groups.items()
+        )
+        return cls(
+            _paths.unflatten(flat, _paths.subtrees(params)), devices, total, per_device, rows
+        )
+
     def __str__(self) -> str:
         n = sum(r[1] for r in self.rows)
         count = sum(r[1] * math.prod(r[2]) for r in self.rows)
@@ -309,31 +343,6 @@ def _bytes(n: float) -> str:
     raise AssertionError
 
 
-def memory_plan(params: Params) -> Plan:
-    """The :class:`Plan` of a params tree (arrays or ``ShapeDtypeStruct``, sharded or not)."""
-    flat = _paths.flatten(params, _paths.is_shaped)
-    groups: dict[tuple, list] = {}
-    total = per_device = 0
-    devices = 1
-    for path, leaf in flat.items():
-        shape, dtype = tuple(leaf.shape), np.dtype(leaf.dtype)
-        sharding = getattr(leaf, "sharding", None)
-        shard = sharding.shard_shape(shape) if sharding is not None else shape
-        if isinstance(sharding, NamedSharding):
-            devices = max(devices, sharding.mesh.size)
-        each = math.prod(shard) * dtype.itemsize
-        total += math.prod(shape) * dtype.itemsize
-        per_device += each
-        spec = str(sharding.spec) if isinstance(sharding, NamedSharding) else "-"
-        name = _paths.join(path)
-        groups.setdefault((_group(name), shape, dtype.name, spec, each), []).append(name)
-    rows = tuple(
-        (p if len(names) > 1 else names[0], len(names), s, d, sp, b)
-        for (p, s, d, sp, b), names in groups.items()
-    )
-    return Plan(_paths.unflatten(flat, _paths.subtrees(params)), devices, total, per_device, rows)
-
-
 # ---------------------------------------------------------------------------
 # Agreement between processes.
 
@@ -345,7 +354,7 @@ def spans_processes(mesh: Any) -> bool:
 
 
 def fingerprint_rows(
-    key: Any, mesh: Any, todo: Mapping[Path, Any], kept: Iterable[Path]
+    key: Any, mesh: Any, holes: Mapping[Path, Hole], kept: Iterable[Path]
 ) -> list[tuple[str, str]]:
     """What this process is about to materialize: ``(name, description)`` rows, sorted."""
     devices = sorted(d.id for d in mesh.devices.flat)
@@ -353,8 +362,13 @@ def fingerprint_rows(
         ("<key>", f"key data {np.asarray(jax.random.key_data(key)).ravel().tolist()}"),
         ("<mesh>", f"mesh {dict(mesh.shape)} of devices {devices}"),
     ]
-    for path, (param, dtype, sharding) in todo.items():
-        rows.append((_paths.join(path), f"{np.dtype(dtype).name}{param.shape} {_spec(sharding)}"))
+    for path, hole in holes.items():
+        rows.append(
+            (
+                _paths.join(path),
+                f"{np.dtype(hole.dtype).name}{hole.spec.shape} {_spec(hole.device)}",
+            )
+        )
     rows += [(_paths.join(p), "a loaded array") for p in kept]
     return sorted(rows)
 

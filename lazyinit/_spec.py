@@ -9,10 +9,20 @@ from typing import Any
 import jax
 import numpy as np
 
-from ._errors import UninitializedParamError
 from ._typing import DType, Initializer
+from .errors import UninitializedParamError
 
-__all__ = ["Param", "Uninitialized", "is_uninitialized", "dtype_name"]
+__all__ = [
+    "Param",
+    "Uninitialized",
+    "is_uninitialized",
+    "dtype_name",
+    "DEFAULT_DTYPE",
+]
+
+DEFAULT_DTYPE = np.dtype("float32")
+"""What a parameter is stored in when neither its spec nor the dry run's ``dtype=`` says:
+float32, as flax's ``param_dtype`` and PyTorch's default, whether or not 64-bit types are on."""
 
 
 def dtype_name(dtype: Any) -> str:

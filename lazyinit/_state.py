@@ -8,7 +8,6 @@ from typing import Any
 import jax
 
 from . import _match, _paths, _structure
-from ._errors import StateMismatchError
 from ._match import Report
 from ._materialize import placement
 from ._spec import Uninitialized
@@ -47,7 +46,7 @@ def lazy_state(
     flat = {
         path: Uninitialized(
             param.shape,
-            _structure.param_dtype(param, dtype, path),
+            _match.param_dtype(param, dtype, path),
             _paths.resolve(device, path),
             _paths.join(path),
         )
@@ -113,30 +112,21 @@ def load_state(
     cur = _paths.flatten_state(current, "current state")
     inc = _paths.flatten_state(incoming, "incoming state")
     m = _match.match({p: _match.Target.of(v) for p, v in cur.items()}, inc, cast=cast)
-    problems = list(m.problems)
-    if strict:
-        problems += _match.missing_lines(m) + _match.unexpected_lines(m, m.missing)
-    if problems:
-        derived = (
+    problems = _match.judge(m, missing=strict, unexpected=strict)
+    advice = "Fix the state, or pass strict=False to load what fits and get a report of the rest."
+    if strict and m.missing and m.unexpected:
+        advice += (
             "\nIf the current state is li.lazy_state(model) without a sample, its paths were "
             "derived from the layers' fields: pass a sample, li.lazy_state(model, x), for the "
             "paths the model's trace really has."
-            if strict and m.missing and m.unexpected
-            else ""
         )
-        raise StateMismatchError(
-            f"Error(s) loading state ({len(problems)}):\n  "
-            + "\n  ".join(problems)
-            + "\nNothing was changed. Fix the state, or pass strict=False to load what fits "
-            "and get a report of the rest." + derived,
-            tuple(problems),
-        )
+    _match.refuse("Cannot load the state", problems, advice)
     out: dict[Path, Any] = {}
     for path in dict.fromkeys([*cur, *m.values, *m.holes]):
         if path in m.values:
             out[path] = _place(m.values[path], cur.get(path))
         elif path in m.holes:  # what the two sides know together; the current device wins
-            old, hole = cur.get(path), m.holes[path]
+            old, hole = cur.get(path), m.holes[path].placeholder()
             device = getattr(old, "device", None) or hole.device
             out[path] = dataclasses.replace(hole, device=device)
     if () in out:  # a root placeholder that stays one

@@ -10,33 +10,36 @@ what a layer declares:
   input are unknown), plus its children;
 * a layer that defines ``children()`` (``Sequential``), or holds layers in its
   fields, has its children under those names: the convention
-  ``self.fc1(params["fc1"], x)``;
+  ``self.fc1(params["fc1"], x)``. A child under the name ``""`` shares its
+  parent's params (``self.inner(params, x)``, flax's ``share_scope``);
+* a layer that stacks ``n`` copies of another (``stacked_layer``, ``n``:
+  ``li.Repeat``, ``li.Ensemble``) has that layer's parameters with a leading
+  axis of ``n``;
 * any other layer (children built inside ``__call__``, layers in a list field)
   shows as one placeholder of unknown structure (``shape=?``).
 
-A derivation is a claim that the trace checks: :func:`contradictions` says, by
-path, where a field child was called under another key or never called.
-Functions that need the structure and get no sample (``li.partition``,
-``li.summary``, ``li.describe``) use the model's cached trace, never the
-derivation; without either they refuse (:func:`trace_for`).
+A derivation is a claim that the trace checks, on every trace
+(:func:`check_derivation`): a field child called with another sub-dict than its
+name says is a :class:`~lazyinit.errors.DeriveStructureError` naming the fix,
+never a silent disagreement between ``li.lazy_state(model)`` and the dry run.
+
+Functions that get no sample work from this derivation and what they were
+given, never from a trace that happened to run earlier in the process: a cache
+may make a call faster, never change its answer.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-import numpy as np
-
-from . import _paths
-from ._errors import InferShapeError
+from . import _match, _paths
 from ._recorder import Trace
 from ._spec import Param, Uninitialized
-from ._trace_cache import traces_of
-from ._tracer import trace
 from ._typing import Path, PerPath, State
+from .errors import DeriveStructureError
 
 __all__ = [
     "derive",
@@ -44,10 +47,8 @@ __all__ = [
     "declares_structure",
     "derived_layers",
     "contradictions",
-    "trace_for",
-    "param_dtype",
-    "forced_dtype",
-    "fixed_dtype",
+    "check_derivation",
+    "unknown_below",
 ]
 
 
@@ -123,22 +124,44 @@ def _holds_layer_sequence(layer: Any) -> bool:
     return False
 
 
+def _stacked(layer: Any) -> tuple[Any, int] | None:
+    """``(layer copied, n)`` for a layer that stacks ``n`` copies of another, else None."""
+    block = getattr(layer, "stacked_layer", None)
+    return None if block is None else (block, int(layer.n))
+
+
 def declares_structure(layer: Any) -> bool:
     """Whether ``layer``'s parameter paths can be known without tracing it (see module doc)."""
+    if _stacked(layer) is not None:
+        return True
     if _overrides(layer, "specs") or _overrides(layer, "children"):
         return True
     return bool(layer.children()) and not _holds_layer_sequence(layer)
 
 
+def _child_path(path: Path, name: str) -> Path:
+    return (*path, name) if name else path  # "": the child shares its parent's params
+
+
+def _children(layer: Any) -> Iterator[tuple[str, Any]]:
+    """The layer's children as the derivation sees them (a stacked layer's copy under ``""``)."""
+    stacked = _stacked(layer)
+    if stacked is not None:
+        yield "", stacked[0]
+        return
+    yield from layer.children().items()
+
+
 def derived_layers(model: Any) -> dict[Path, Any]:
-    """``{path: layer}`` as the derivation sees it (unknown subtrees stop the walk)."""
+    """``{path: layer}`` as the derivation sees it (unknown subtrees stop the walk); where a
+    child shares its parent's path, the parent is listed."""
     layers: dict[Path, Any] = {}
 
     def visit(layer: Any, path: Path) -> None:
         layers.setdefault(path, layer)
         if declares_structure(layer):
-            for name, child in layer.children().items():
-                visit(child, (*path, name))
+            for name, child in _children(layer):
+                visit(child, _child_path(path, name))
 
     visit(model, ())
     return layers
@@ -149,19 +172,29 @@ def derived_specs(model: Any) -> dict[Path, Param | None]:
     ``None``; a path whose whole structure is unknown maps to ``None``."""
     out: dict[Path, Param | None] = {}
 
-    def walk(layer: Any, path: Path) -> None:
+    def walk(layer: Any, path: Path, copies: tuple[int, ...]) -> None:
         own = _own_specs(layer) if _overrides(layer, "specs") else {}
         if not declares_structure(layer) or own is None:
             out[path] = None
             return
         for name, p in own.items():
             shape = tuple(None if isinstance(d, _UnknownDim) else int(d) for d in p.shape)
-            out[(*path, name)] = dataclasses.replace(p, shape=shape)
-        for name, child in layer.children().items():
-            walk(child, (*path, name))
+            out[(*path, name)] = dataclasses.replace(p, shape=(*copies, *shape))
+        stacked = _stacked(layer)
+        for name, child in _children(layer):
+            more = (stacked[1],) if stacked is not None else ()
+            walk(child, _child_path(path, name), (*copies, *more))
 
-    walk(model, ())
+    walk(model, (), ())
     return out
+
+
+def unknown_below(specs: Mapping[Path, Param | None], path: Path) -> Path | None:
+    """The path of a derived subtree of unknown structure that holds ``path``, or None."""
+    for i in range(len(path), -1, -1):
+        if path[:i] in specs and specs[path[:i]] is None:
+            return path[:i]
+    return None
 
 
 def derive(model: Any, *, dtype: PerPath = None, device: PerPath = None) -> State:
@@ -179,87 +212,101 @@ def derive(model: Any, *, dtype: PerPath = None, device: PerPath = None) -> Stat
             )
             flat[path] = hole
         else:
-            chosen = param_dtype(p, dtype, path)
+            chosen = _match.param_dtype(p, dtype, path)
             flat[path] = Uninitialized(p.shape, chosen, device_choice, _paths.join(path))
     if () in flat:
         return flat[()]
-    skeleton = [p for p in derived_layers(model)]
-    return _paths.unflatten(flat, skeleton)
+    return _paths.unflatten(flat, list(derived_layers(model)))
 
 
-def fixed_dtype(param: Param) -> bool:
-    """Whether a spec's dtype is fixed whatever is chosen: a non-floating one (BatchNorm's int32
-    ``count``). ``dtype=`` choices, placeholders' dtypes and mixed precision apply to the rest."""
-    return param.dtype is not None and not np.issubdtype(param.dtype, np.floating)
-
-
-def forced_dtype(param: Param, dtype: PerPath, path: Path) -> np.dtype | None:
-    """The dtype that wins over a placeholder's choice: a fixed spec's, else ``dtype=``'s."""
-    if fixed_dtype(param):
-        return param.dtype
-    chosen = _paths.resolve(dtype, path)
-    return None if chosen is None else np.dtype(chosen)
-
-
-def param_dtype(param: Param, dtype: PerPath, path: Path) -> np.dtype:
-    """The dtype a parameter materializes in: forced, else the spec's, else float32."""
-    return forced_dtype(param, dtype, path) or np.dtype(param.dtype or np.float32)
-
-
-def contradictions(model: Any, t: Trace) -> list[str]:
-    """Where the trace contradicts the derivation: a field child called elsewhere or never."""
+def _elsewhere(model: Any, t: Trace) -> list[tuple[Path, Any, list[Path]]]:
+    """Field children the trace saw called, but not at the path their name derives:
+    ``(derived path, layer, the paths it was called at)``."""
     called = set(t.layers)
     derived = derived_layers(model)
-    lines: list[str] = []
+    out = []
     for path, layer in derived.items():
         if not path or path in called or path[:-1] not in called:
             continue
-        parent = type(derived[path[:-1]]).__name__
-        at = [c.path for c in t.calls if c.layer is layer] or [
-            c.path for c in t.calls if c.layer == layer and c.path not in derived
+        at = [
+            c.path
+            for c in t.calls
+            if c.layer == layer and c.path != path and not _same_layer(derived.get(c.path), layer)
         ]
-        where = (
-            f"was called at {_paths.join(at[0])!r}, not under its field name"
-            if at
-            else "was never called"
+        if at:
+            out.append((path, layer, list(dict.fromkeys(at))))
+    return out
+
+
+def _same_layer(a: Any, b: Any) -> bool:
+    try:
+        return a is not None and bool(a == b)
+    except Exception:
+        return False
+
+
+def check_derivation(model: Any, t: Trace) -> None:
+    """Refuses a model whose trace has parameters where its declarations do not put them.
+
+    Every traced parameter must be at a derived path, or under a layer whose structure
+    is unknown without a sample; a derived path the sample never reached is fine (a
+    branch not taken). A field child called with the params of another path (a wrapper
+    handing on its whole ``params``, a field called under a computed key) is named with
+    the way to write it.
+
+    Raises:
+      DeriveStructureError: naming each such child, where it was called, and how to write it.
+    """
+    specs = derived_specs(model)
+    stray = [p for p in t.params if p not in specs and unknown_below(specs, p) is None]
+    if not stray:
+        return
+    lines = []
+    derived = derived_layers(model)
+    for path, layer, at in _elsewhere(model, t):
+        parent = derived.get(path[:-1])
+        shown = ", ".join(repr(_paths.join(p)) for p in at)
+        name = path[-1]
+        how = (
+            f"call it with params[{name!r}], or, if it shares its parent's params on purpose, "
+            f"say so: def children(self): return {{'': self.{name}}}"
+            if path[:-1] in at
+            else f"call it with params[{name!r}], or declare where its params are in "
+            "children() (a child per key it is called with)"
         )
         lines.append(
-            f"field {path[-1]!r} of {parent} at {_paths.join(path[:-1])!r} {where}: without a "
-            "sample, lazyinit derives this layer's params at "
+            f"field {name!r} of {type(parent).__name__} at {_paths.join(path[:-1])!r} "
+            f"({type(layer).__name__}) was called with the params at {shown}, not at "
+            f"{_paths.join(path)!r}: {how}"
+        )
+    if not lines:
+        shown = ", ".join(repr(_paths.join(p)) for p in stray[:5])
+        lines.append(
+            f"the parameters {shown}{' ...' if len(stray) > 5 else ''} are not where the "
+            "layers' fields and children() put them: declare the children by the keys "
+            "__call__ indexes params with (children()), or build them inside __call__"
+        )
+    raise DeriveStructureError(
+        f"{type(model).__name__}: without a sample lazyinit derives a field child's params "
+        "under the field's name, and this model's __call__ puts them elsewhere, so "
+        "li.lazy_state(model) and the dry run would disagree:\n  " + "\n  ".join(lines)
+    )
+
+
+def contradictions(model: Any, t: Trace) -> list[str]:
+    """Field children the sample never reached: lines explaining the derived paths a state
+    holds for them (a dry run adds them when such a state's paths are unexpected)."""
+    called = set(t.layers)
+    lines: list[str] = []
+    derived = derived_layers(model)
+    for path in derived:
+        if not path or path in called or path[:-1] not in called:
+            continue
+        parent = type(derived[path[:-1]]).__name__
+        lines.append(
+            f"field {path[-1]!r} of {parent} at {_paths.join(path[:-1])!r} was never called "
+            "on this sample: without a sample, lazyinit derives this layer's params at "
             f"{_paths.join(path)!r}, but the model's trace does not put them there (pass a "
             "sample to li.lazy_state to get the traced paths)"
         )
     return lines
-
-
-def trace_for(
-    model: Any,
-    args: tuple,
-    kwargs: dict,
-    *,
-    what: str,
-    example: str,
-    params: Mapping[str, Any] | None = None,
-) -> Trace:
-    """The trace on the sample, else a cached trace of ``model`` (matching ``params``'s paths).
-
-    Raises:
-      InferShapeError: no sample and no cached trace fits: the structure would be a guess.
-    """
-    if args or kwargs:
-        return trace(model, *args, **kwargs)
-    paths = set(_paths.flatten(params, _paths.is_leaf, what="params")) if params else None
-    candidates = traces_of(model)
-    for t in candidates:
-        if paths is None or set(t.params) == paths:
-            return t
-    seen = (
-        "its cached traces have other paths than these params"
-        if candidates
-        else "it has not been traced yet"
-    )
-    raise InferShapeError(
-        f"{what} needs the structure of {type(model).__name__}, and {seen}: lazyinit does not "
-        "guess it from the dataclass fields. Pass a sample as for li.dry_run, "
-        f"{example}, or dry-run the model first."
-    )

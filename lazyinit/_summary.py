@@ -23,10 +23,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from . import _match, _paths, _structure
+from . import _match, _paths
 from ._match import Report, Target
 from ._spec import Uninitialized
+from ._tracer import trace
 from ._typing import Params, Path, PerPath, Shape
+from .errors import InferShapeError
 
 __all__ = ["summary", "Summary", "Row", "ParamInfo", "STATUSES"]
 
@@ -335,7 +337,7 @@ def summary(
         only); the parameters of hidden layers count on their shown ancestor.
 
     >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> model = li.Sequential([li.Linear(4), li.relu, li.Linear(1)])
+    >>> model = li.Sequential([li.Linear(4), li.nn.relu, li.Linear(1)])
     >>> s = li.summary(model, jnp.ones((8, 3)))
     >>> s.total_params, s.total_bytes
     (21, 84)
@@ -344,7 +346,14 @@ def summary(
     >>> print(s.caption()[0])
     21 parameters in 4 arrays, 84 B; 21 trainable, 0 non-trainable
     """
-    t = _structure.trace_for(model, args, kwargs, what="li.summary", example="li.summary(model, x)")
+    if not args and not kwargs:
+        raise InferShapeError(
+            "li.summary shows each layer call's input and output shapes, so it needs a sample "
+            "input, as for li.dry_run: li.summary(model, x) (a jax.ShapeDtypeStruct is "
+            "enough). Without one, li.lazy_state(model) and li.describe(model) show what the "
+            "layers declare."
+        )
+    t = trace(model, *args, **kwargs)
     with_status = params is not None
     flat = _paths.flatten_state(params, "params") if with_status else {}
     loaded = set()
@@ -353,7 +362,7 @@ def summary(
     # The statuses are the load rules' decisions (lazyinit._match), as a dry run would take them.
     m = _match.match(
         {
-            path: Target(param.shape, None, _structure.param_dtype(param, dtype, path))
+            path: Target(param.shape, None, _match.param_dtype(param, dtype, path))
             for path, param in t.params.items()
         },
         {
@@ -367,7 +376,7 @@ def summary(
     infos: dict[Path, ParamInfo] = {}
     for path, param in t.params.items():
         leaf = m.values.get(path, m.holes.get(path))
-        chosen = _structure.param_dtype(param, dtype, path)
+        chosen = _match.param_dtype(param, dtype, path)
         status = found = None
         if with_status:
             if path in m.missing:

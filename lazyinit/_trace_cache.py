@@ -18,25 +18,36 @@ import numpy as np
 
 from . import _materialize, _paths
 
-__all__ = ["clear_cache", "abstractify", "is_abstract"]
+__all__ = [
+    "CACHE",
+    "cache_key",
+    "signature",
+    "aval",
+    "is_array",
+    "rebuild",
+    "abstractify",
+    "is_abstract",
+    "register_cache",
+    "clear_cache",
+]
 
 
-_is_array = _paths.is_shaped  # an input whose shape and dtype lend the call its signature
+is_array = _paths.is_shaped  # an input whose shape and dtype lend the call its signature
 
 
-def _aval(x: Any) -> jax.ShapeDtypeStruct:
+def aval(x: Any) -> jax.ShapeDtypeStruct:
     weak = bool(getattr(getattr(x, "aval", None), "weak_type", False))
     return jax.ShapeDtypeStruct(np.shape(x), x.dtype, weak_type=weak)
 
 
-def _signature(args: Any) -> Any:
+def signature(args: Any) -> Any:
     """A hashable key for the shapes, dtypes and static values of ``args``, or None."""
     leaves, treedef = jax.tree.flatten(args)
     sig = tuple(
         (l.shape, l.dtype, l.weak_type)
         if isinstance(l, jax.ShapeDtypeStruct)
         else (np.shape(l), l.dtype, bool(getattr(getattr(l, "aval", None), "weak_type", False)))
-        if _is_array(l)
+        if is_array(l)
         else ("static", l)
         for l in leaves
     )
@@ -66,34 +77,8 @@ class _LRU(collections.OrderedDict):
             self.popitem(last=False)
 
 
-_CACHE = _LRU(4096)
-_BY_MODEL = _LRU(1024)  # model -> {signature: Trace}, most recent last
-
-
-def remember(model: Any, key: Any, t: Any) -> None:
-    """Records ``t`` as a trace of ``model`` (for functions that get no sample)."""
-    if key is None:
-        return
-    model_key = key[:2]
-    seen = _BY_MODEL.get(model_key)
-    if seen is None:
-        seen = collections.OrderedDict()
-        _BY_MODEL.put(model_key, seen)
-    seen.pop(key, None)
-    seen[key] = t
-    while len(seen) > 8:
-        seen.popitem(last=False)
-
-
-def traces_of(model: Any) -> list[Any]:
-    """The cached traces of ``model``, most recent first."""
-    try:
-        seen = _BY_MODEL.get((type(model), model))
-    except TypeError:  # an unhashable model is never cached
-        return []
-    return list(reversed(seen.values())) if seen else []
-
-
+CACHE = _LRU(4096)
+"""``(layer type, layer, input signature) -> Trace`` of the calls traced so far."""
 _OTHER_CACHES: list[dict[Any, Any]] = []  # e.g. the interop wrappers' traced inits
 
 
@@ -106,15 +91,14 @@ def register_cache(cache: dict[Any, Any]) -> dict[Any, Any]:
 def clear_cache() -> None:
     """Forgets every cached trace and compiled initializer (they are only ever reused for
     equal layers and inputs, so this frees memory; it never changes a result)."""
-    _CACHE.clear()
-    _BY_MODEL.clear()
+    CACHE.clear()
     _materialize.clear_cache()
     for cache in _OTHER_CACHES:
         cache.clear()
 
 
-def _cache_key(layer: Any, args: tuple, kwargs: dict) -> Any:
-    sig = _signature((args, kwargs))
+def cache_key(layer: Any, args: tuple, kwargs: dict) -> Any:
+    sig = signature((args, kwargs))
     if sig is None:
         return None
     try:
@@ -124,7 +108,7 @@ def _cache_key(layer: Any, args: tuple, kwargs: dict) -> Any:
     return type(layer), layer, sig
 
 
-def _rebuild(outputs: Any) -> Any:
+def rebuild(outputs: Any) -> Any:
     """Fresh abstract values standing in for cached outputs."""
     return jax.tree.map(
         lambda o: jnp.zeros(o.shape, o.dtype) if isinstance(o, jax.ShapeDtypeStruct) else o,
@@ -134,7 +118,7 @@ def _rebuild(outputs: Any) -> Any:
 
 def abstractify(tree: Any) -> Any:
     """Arrays and ``ShapeDtypeStruct``s become plain ``ShapeDtypeStruct``s; the rest stays."""
-    return jax.tree.map(lambda x: _aval(x) if _is_array(x) else x, tree)
+    return jax.tree.map(lambda x: aval(x) if is_array(x) else x, tree)
 
 
 def is_abstract(tree: Any) -> bool:

@@ -40,7 +40,7 @@ guess.
 
 **Calls.** A real call checks its params against the specs of its trace
 for these input shapes (paths, shapes, integer dtypes) before computing, and
-raises :class:`~lazyinit.ParamsMismatchError` naming every offending path;
+raises :class:`~lazyinit.StateMismatchError` naming every offending path;
 under ``jax.jit`` the check runs once, at tracing.
 
 **Loading.** ``state=`` passes what is already known: a loaded checkpoint, a
@@ -67,26 +67,25 @@ from typing import Any
 import jax
 import numpy as np
 
-from . import _paths
-from ._errors import (
+from . import _paths, _structure
+from ._recorder import Call, ParamsStandIn, Recorder, Trace
+from ._spec import Param
+from ._trace_cache import (
+    CACHE,
+    abstractify,
+    aval,
+    cache_key,
+    is_array,
+    rebuild,
+)
+from ._typing import Path
+from .errors import (
     DuplicateParamError,
     InferShapeError,
     InvalidArgumentError,
     InvalidSpecError,
     LazyInitError,
 )
-from ._recorder import Call, Trace, _Node, _Recorder
-from ._spec import Param
-from ._trace_cache import (
-    _CACHE,
-    _aval,
-    _cache_key,
-    _is_array,
-    _rebuild,
-    abstractify,
-    remember,
-)
-from ._typing import Path
 
 __all__ = ["trace", "trace_call"]
 
@@ -152,7 +151,7 @@ def _check_specs(layer: Any, path: Path, specs: Any) -> dict[str, Param]:
 
 def _shapes(args: tuple, kwargs: dict) -> str:
     def show(a: Any) -> str:
-        return str(jax.tree.map(lambda l: tuple(np.shape(l)) if _is_array(l) else l, a))
+        return str(jax.tree.map(lambda l: tuple(np.shape(l)) if is_array(l) else l, a))
 
     return ", ".join([show(a) for a in args] + [f"{k}={show(v)}" for k, v in kwargs.items()])
 
@@ -180,23 +179,23 @@ def _call_specs(layer: Any, args: tuple, kwargs: dict) -> Any:
     return layer.specs(*args, **kwargs)
 
 
-def trace_call(layer: Any, call: Any, node: _Node, args: tuple, kwargs: dict) -> Any:
+def trace_call(layer: Any, call: Any, node: ParamsStandIn, args: tuple, kwargs: dict) -> Any:
     """Runs ``layer`` under a dry run at ``node``'s path, or reuses a cached trace of it."""
     rec, rel = node._rec, node._rel
-    key = _cache_key(layer, args, kwargs)
-    frag = _CACHE.get(key)
+    key = cache_key(layer, args, kwargs)
+    frag = CACHE.get(key)
     if frag is not None:
         rec.graft(rel, frag)
-        return _rebuild(frag.outputs)
+        return rebuild(frag.outputs)
 
-    sub = _Recorder((*rec.base, *rel))
+    sub = Recorder((*rec.base, *rel))
     path = sub.base
     where = f"{type(layer).__name__} at {_paths.join(path)!r}"
     try:
         own = _check_specs(layer, path, _call_specs(layer, args, kwargs))
         sub.declare((), own, layer)
         sub.layers[()] = None
-        out = call(layer, _Node(sub, ()), *args, **kwargs)
+        out = call(layer, ParamsStandIn(sub, ()), *args, **kwargs)
     except InferShapeError as e:
         if getattr(e, "layer_path", None) is not None:
             raise
@@ -227,13 +226,13 @@ def trace_call(layer: Any, call: Any, node: _Node, args: tuple, kwargs: dict) ->
             )
         located.layer_path = path
         raise located from e
-    outputs = jax.tree.map(lambda o: _aval(o) if _is_array(o) else o, out)
+    outputs = jax.tree.map(lambda o: aval(o) if is_array(o) else o, out)
     sub.calls.insert(
         0,
         Call(
             path,
             layer,
-            jax.tree.map(lambda a: _aval(a) if _is_array(a) else a, (args, kwargs)),
+            jax.tree.map(lambda a: aval(a) if is_array(a) else a, (args, kwargs)),
             outputs,
         ),
     )
@@ -241,7 +240,7 @@ def trace_call(layer: Any, call: Any, node: _Node, args: tuple, kwargs: dict) ->
     frag = dataclasses.replace(
         frag, calls=tuple(dataclasses.replace(c, path=c.path[len(path) :]) for c in frag.calls)
     )
-    _CACHE.put(key, frag)
+    CACHE.put(key, frag)
     rec.graft(rel, frag)
     return out
 
@@ -282,10 +281,10 @@ def trace(model: Any, *args: Any, **kwargs: Any) -> Trace:
             "functions in li.Sequential([...]) or a li.Layer subclass."
         )
     args, kwargs = abstractify((args, kwargs))
-    key = _cache_key(model, args, kwargs)
-    t = _CACHE.get(key)
+    key = cache_key(model, args, kwargs)
+    t = CACHE.get(key)
     if t is None:
-        root = _Recorder(())
+        root = Recorder(())
         leaves, treedef = jax.tree.flatten((args, kwargs))
         dyn = [i for i, l in enumerate(leaves) if isinstance(l, jax.ShapeDtypeStruct)]
 
@@ -294,14 +293,14 @@ def trace(model: Any, *args: Any, **kwargs: Any) -> Trace:
             for i, v in zip(dyn, dyn_values):
                 full[i] = v
             a, k = jax.tree.unflatten(treedef, full)
-            return model(_Node(root, ()), *a, **k)
+            return model(ParamsStandIn(root, ()), *a, **k)
 
         out = jax.eval_shape(run, *[leaves[i] for i in dyn])
-        t = _CACHE.get(key)
+        t = CACHE.get(key)
         if t is None:  # an unhashable model or input: what the root recorded
             t = root.freeze(out)
     if not getattr(t, "_checked", False):
         _check_collisions(t)
+        _structure.check_derivation(model, t)
         object.__setattr__(t, "_checked", True)  # a cached trace is checked once
-    remember(model, key, t)
     return t

@@ -4,7 +4,8 @@ run on each. All three have the same params: ``body``, ``norm`` (with buffers) a
 
 * ``fields``: children are dataclass fields, ``self.body(params["body"], x)``;
 * ``inline``: children are built inside ``__call__``, ``li.Linear(16)(params["body"], x)``;
-* ``wrapper``: a layer that passes its whole params to a child (the ``fields`` model).
+* ``wrapper``: a layer that passes its whole params to a child (the ``fields`` model), and
+  says so (``children()`` returns it under ``""``, flax's ``share_scope``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class Inline(li.Layer):
 
 class Wrapper(li.Layer):
     inner: li.Layer = Fields()
+
+    def children(self) -> dict[str, li.Layer]:
+        return {"": self.inner}  # inner shares this layer's params
 
     def __call__(self, params: Any, x: jax.Array, *, train: bool = False) -> jax.Array:
         return self.inner(params, x, train=train)

@@ -18,14 +18,13 @@ packed ``in_proj_weight``).
 Conversion validates everything first (missing and unexpected entries, and
 each entry's shape against what the rule expects, derived by
 ``jax.eval_shape`` of the rule's export function) and raises one
-:class:`~lazyinit.ConvertStateError` listing every problem; only then does it
+:class:`~lazyinit.StateMismatchError` listing every problem; only then does it
 build a new tree. The caller's data is only ever read.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -33,18 +32,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _paths, _structure
-from .._errors import ConvertStateError, InferShapeError
+from .. import _match, _paths, _structure
 from .._match import Report
 from .._recorder import Trace
 from .._spec import Uninitialized
-from .._trace_cache import traces_of
 from .._tracer import trace
 from .._typing import Path
+from ..errors import InferShapeError
 
 __all__ = ["Rule", "Leaf", "Framework", "same", "permute", "extra", "import_state", "export_state"]
 
 Convert = Callable[..., Any]
+Shape = tuple[int | None, ...]
+Converter = Callable[..., list["Rule"]]
+"""``converter(layer, leaves) -> list[Rule]``: how one layer type's parameters map to entries."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,17 +121,17 @@ class Framework:
     name: str
     noun: str
     entry: str
-    registry: dict[type, Callable[[Any, dict[Path, Leaf]], list[Rule]]]
+    registry: dict[type, Converter]
     default: Callable[[str, Leaf], Rule]
     locate: Callable[[Path, Path], Path]
     show: Callable[[Path], str]
     split: Callable[[str], Path]
-    hint: Callable[[tuple, tuple], str]
+    hint: Callable[[Shape | None, Shape | None], str]
     module_of: Callable[[Path], Path] = lambda path: path[:-1]
     importer: str = "the import"
     exporter: str = "the export"
 
-    def converter(self, layer: Any) -> Callable[[Any, dict[Path, Leaf]], list[Rule]] | None:
+    def converter(self, layer: Any) -> Converter | None:
         for cls in type(layer).__mro__:
             if cls in self.registry:
                 return self.registry[cls]
@@ -155,19 +156,22 @@ def _leaves_from_trace(t: Trace) -> tuple[dict, dict]:
     for call in t.calls:
         layers.setdefault(call.path, call.layer)
     leaves = {
-        p: Leaf(param.shape, np.dtype(param.dtype or np.float32), param.trainable)
+        p: Leaf(param.shape, _match.param_dtype(param), param.trainable)
         for p, param in t.params.items()
     }
     return layers, leaves
 
 
-def _leaves_for_import(model: Any, args: tuple, kwargs: dict, what: str) -> tuple[dict, dict]:
-    """The trace on the sample, else a cached trace, else the derived structure if complete."""
+def _leaves(model: Any, args: tuple, kwargs: dict, example: str) -> tuple[dict, dict]:
+    """The layers and parameters of ``model``: traced on the sample, else derived from what
+    its layers declare (dims that depend on the input are ``None``), never from a trace that
+    happened to run earlier.
+
+    Raises:
+      InferShapeError: no sample, and a layer names its parameters only when traced.
+    """
     if args or kwargs:
         return _leaves_from_trace(trace(model, *args, **kwargs))
-    cached = traces_of(model)
-    if cached:
-        return _leaves_from_trace(cached[0])
     specs = _structure.derived_specs(model)
     unknown = [p for p, spec in specs.items() if spec is None]
     if unknown:
@@ -177,12 +181,12 @@ def _leaves_for_import(model: Any, args: tuple, kwargs: dict, what: str) -> tupl
             for p in unknown
         )
         raise InferShapeError(
-            f"{what} cannot know the parameter paths of {where} without tracing the model "
-            "(its children are built inside __call__, or its specs need the input to name "
-            f"them). Pass a sample as for li.dry_run: {what}(model, state, x)."
+            f"Without a sample, lazyinit cannot know the parameter paths of {where} (its "
+            "children are built inside __call__, or its specs need the input to name them). "
+            f"Pass a sample as for li.dry_run: {example}."
         )
     leaves = {
-        p: Leaf(spec.shape, np.dtype(spec.dtype or np.float32), spec.trainable)
+        p: Leaf(spec.shape, _match.param_dtype(spec), spec.trainable)
         for p, spec in specs.items()
         if spec is not None
     }
@@ -205,7 +209,7 @@ def _describe(layer: Any, path: Path) -> str:
     return f"{type(layer).__name__} at {_paths.join(path)!r}"
 
 
-def plan(
+def rules_for(
     fw: Framework,
     model: Any,
     leaves: dict[Path, Leaf],
@@ -232,7 +236,13 @@ def plan(
         module = _module_path(rename, fw.split, at)
         convert = fw.converter(layer)
         assert convert is not None  # only claimed layers have groups
-        for rule in convert(layer, group):
+        if getattr(convert, "takes_layers", False):  # li.Repeat: converts by its block's layers
+            n = len(at)
+            below = {p[n:]: l for p, l in layers.items() if p[:n] == at and len(p) > n}
+            rules = convert(layer, group, {(): layer.stacked_layer, **below})
+        else:
+            rules = convert(layer, group)
+        for rule in rules:
             lazy = tuple((*at, *p) for p in rule.lazy)
             covered.update(lazy)
             other = tuple(fw.locate(module, o) for o in rule.other)
@@ -255,47 +265,37 @@ def plan(
     return out
 
 
-def _expected(item: _Planned, state: Mapping[Path, Any] | None = None) -> tuple[tuple, ...]:
+def _expected(item: _Planned, state: Mapping[Path, Any]) -> tuple[tuple[int, ...] | None, ...]:
     """The shapes ``item``'s entries must have in the other library, from its export function.
 
     Where a leaf's shape still has unknown dims (a structure derived without a
-    sample), the entries' own shapes are taken when the import function turns
-    them into shapes that agree with every known dim.
+    sample), they are read off the entries themselves: the import function turns
+    the found entries into the layer's params, whose unknown dims are taken from
+    them, and the export function says what the entries must then be. ``None`` where
+    even that is impossible (an entry of another rank than the rule converts).
     """
     if not item.leaves:
         return tuple(tuple(np.shape(v)) for v in item.rule.to_other())
-    if any(d is None for l in item.leaves for d in l.shape):
-        return _from_entries(item, state or {})
-    avals = [jax.ShapeDtypeStruct(l.shape, l.dtype) for l in item.leaves]
-    return tuple(tuple(o.shape) for o in jax.eval_shape(item.rule.to_other, *avals))
-
-
-def _from_entries(item: _Planned, state: Mapping[Path, Any]) -> tuple[tuple, ...]:
-    found = tuple(tuple(np.shape(state[o])) if o in state else None for o in item.other)
-    if None in found:
-        return tuple(f or () for f in found)
-    avals = [jax.ShapeDtypeStruct(f, np.float32) for f in found]
+    if all(d is not None for l in item.leaves for d in l.shape):
+        avals = [jax.ShapeDtypeStruct(l.shape, l.dtype) for l in item.leaves]
+        return tuple(tuple(o.shape) for o in jax.eval_shape(item.rule.to_other, *avals))
+    if any(o not in state for o in item.other):
+        return tuple(None for _ in item.other)  # missing: reported as such
     try:
+        avals = [jax.ShapeDtypeStruct(np.shape(state[o]), np.float32) for o in item.other]
         lazy = jax.eval_shape(item.rule.to_lazy, *avals)
+        filled = [
+            jax.ShapeDtypeStruct(
+                tuple(k if k is not None else d for k, d in zip(l.shape, o.shape)), l.dtype
+            )
+            for l, o in zip(item.leaves, lazy)
+            if len(l.shape) == len(o.shape)
+        ]
+        if len(filled) != len(item.leaves):
+            return tuple(None for _ in item.other)
+        return tuple(tuple(o.shape) for o in jax.eval_shape(item.rule.to_other, *filled))
     except Exception:
-        return tuple(("?",) for _ in found)  # cannot be turned into the layer's params
-    agree = all(
-        len(l.shape) == len(o.shape) and all(k is None or k == d for k, d in zip(l.shape, o.shape))
-        for l, o in zip(item.leaves, lazy)
-    )
-    if agree:
-        return tuple(f for f in found if f is not None)
-    known = tuple(tuple("?" if d is None else d for d in l.shape) for l in item.leaves)
-    return tuple(("?",) + k for k in known)  # never equal to a found shape: a size mismatch
-
-
-def _raise(what: str, problems: list[str]) -> None:
-    if problems:
-        raise ConvertStateError(
-            f"Cannot convert {what} ({len(problems)} problem(s)); nothing was converted and "
-            "the input is unchanged:\n  " + "\n  ".join(problems),
-            tuple(problems),
-        )
+        return tuple(None for _ in item.other)
 
 
 # ---------------------------------------------------------------------------
@@ -315,66 +315,62 @@ def import_state(
 ) -> tuple[dict, Report]:
     """``state`` (flat, other-library paths -> numpy arrays) converted into a lazyinit params tree.
 
-    ``problems`` may already hold lines found while reading ``state``; they
-    are reported together with the rest.
+    The entries each rule expects are the targets of lazyinit's load rules
+    (:mod:`lazyinit._match`), named by the other library's keys: every missing,
+    unexpected and mis-shaped entry is worded as every other entry point words it.
+    ``problems`` may already hold lines found while reading ``state``; they are
+    reported together with the rest.
     """
-    layers, leaves = _leaves_for_import(model, args, kwargs, fw.importer)
-    planned = plan(fw, model, leaves, layers, rename)
-    used: set[Path] = set()
-    ready: list[_Planned] = []
-    missing: list[Path] = []
-    absent: list[tuple[Path, _Planned, tuple]] = []
+    example = f"{fw.importer}(model, state, x)"
+    layers, leaves = _leaves(model, args, kwargs, example)
+    planned = rules_for(fw, model, leaves, layers, rename)
+    targets: dict[Path, _match.Target] = {}
+    about: dict[Path, str] = {}
     for item in planned:
-        expected = _expected(item, state)
-        used.update(o for o in item.other if o in state)
-        gone = [(o, item, e) for o, e in zip(item.other, expected) if o not in state]
-        if gone:
-            missing.extend(item.lazy)
-            absent.extend(gone)
-            continue
-        ok = True
-        for o, e in zip(item.other, expected):
-            found = tuple(np.shape(state[o]))
-            if found != e:
-                ok = False
+        for o, e in zip(item.other, _expected(item, state)):
+            if e is None and o in state:  # cannot be turned into the layer's params
                 problems.append(
-                    f"size mismatch for {fw.show(o)!r} ({_for(item)}): found shape {found}, "
-                    f"expected {e}{fw.hint(found, e)}"
+                    _match.size_mismatch(
+                        f"{fw.show(o)!r} ({_for(item)})",
+                        tuple(np.shape(state[o])),
+                        tuple(l.shape for l in item.leaves)[0],
+                        " (it does not convert to the layer's parameter)",
+                    )
                 )
-        if ok:
-            ready.append(item)
-    unexpected = [k for k in state if k not in used]
-    if strict:
-        problems.extend(
-            f"missing {fw.entry} {fw.show(o)!r} for {_for(item)}, expected shape {e}"
-            f"{_near(fw, o, unexpected)}"
-            for o, item, e in absent
-        )
-        problems.extend(
-            f"unexpected {fw.entry} {fw.show(k)!r}: the lazyinit model has no parameter for it"
-            f"{_near(fw, k, [o for o, _, _ in absent])}"
-            for k in unexpected
-        )
-        if rename is None:
-            problems.extend(_rename_hint(fw, [o for o, _, _ in absent], unexpected, used))
-    elif unexpected and not (args or kwargs or traces_of(model)):
+                e = tuple(np.shape(state[o]))
+            targets[o] = _match.Target(e)
+            about[o] = _for(item)
+    incoming = {k: jax.ShapeDtypeStruct(np.shape(v), v.dtype) for k, v in state.items()}
+    m = _match.match(targets, incoming, abstract=True, show=fw.show, about=about, hint=fw.hint)
+    problems += _match.judge(m, missing=strict, unexpected=strict)
+    if strict and rename is None:
+        problems += _rename_hint(fw, m.missing, m.unexpected, set(m.taken))
+    elif not strict and m.unexpected and not (args or kwargs):
         problems.append(
-            f"{len(unexpected)} {fw.entry}(s) have no place in the structure derived without a "
-            f"sample ({', '.join(repr(fw.show(k)) for k in unexpected[:3])}...): the model may "
-            f"build children inside __call__. Pass a sample, {fw.importer}(model, state, x), so "
-            "that the trace says where they go."
+            f"{len(m.unexpected)} {fw.entry}(s) have no place in the structure derived without a "
+            f"sample ({', '.join(repr(fw.show(k)) for k in m.unexpected[:3])}...): the model may "
+            f"build children inside __call__. Pass a sample, {example}, so that the trace says "
+            "where they go."
         )
-    _raise(f"{fw.noun} into {type(model).__name__}", problems)
-
+    _match.refuse(
+        f"Cannot convert {fw.noun} into {type(model).__name__}",
+        problems,
+        "The input is unchanged.",
+    )
+    taken = set(m.taken)
     flat: dict[Path, Any] = {}
-    for item in ready:
-        values = item.rule.to_lazy(*(jnp.asarray(state[o]) for o in item.other))
-        flat.update(zip(item.lazy, values))
+    missing: list[Path] = []
+    for item in planned:
+        if all(o in taken for o in item.other):
+            values = item.rule.to_lazy(*(jnp.asarray(state[o]) for o in item.other))
+            flat.update(zip(item.lazy, values))
+        else:
+            missing.extend(item.lazy)
     params = _paths.unflatten({p: flat[p] for p in leaves if p in flat})
     report = Report(
         loaded=tuple(sorted(_paths.join(p) for p in flat)),
         missing=tuple(sorted(_paths.join(p) for p in missing)),
-        unexpected=tuple(sorted(fw.show(k) for k in unexpected)),
+        unexpected=tuple(sorted(fw.show(k) for k in m.unexpected)),
     )
     return params, report
 
@@ -408,12 +404,6 @@ def _rename_hint(
     ]
 
 
-def _near(fw: Framework, key: Path, candidates: list[Path]) -> str:
-    names = [fw.show(c) for c in candidates]
-    close = difflib.get_close_matches(fw.show(key), names, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 # ---------------------------------------------------------------------------
 # lazyinit params -> the other library's state.
 
@@ -437,36 +427,21 @@ def export_state(
             problems.append(
                 f"{_paths.join(p)!r} is uninitialized: run li.dry_run(model, key, sample) first"
             )
-    _raise(f"{type(model).__name__}'s params to {fw.noun}", problems)
-    if args or kwargs:
-        layers, leaves = _leaves_from_trace(trace(model, *args, **kwargs))
-        for p, leaf in leaves.items():
-            if p not in flat:
-                problems.append(f"missing parameter {_paths.join(p)!r} {leaf.shape}")
-            elif tuple(flat[p].shape) != leaf.shape:
-                problems.append(
-                    f"size mismatch for {_paths.join(p)!r}: found shape {tuple(flat[p].shape)}, "
-                    f"the model needs {leaf.shape} for this sample"
-                )
-        problems.extend(
-            f"unexpected parameter {_paths.join(p)!r}: the model has no such parameter"
-            for p in flat
-            if p not in leaves
-        )
-        _raise(f"{type(model).__name__}'s params to {fw.noun}", problems)
-    else:
-        t = _structure.trace_for(
-            model,
-            args,
-            kwargs,
-            what=fw.exporter,
-            example=f"{fw.exporter}(model, params, x)",
-            params=params,
-        )
-        layers, leaves = _leaves_from_trace(t)
-
+    what = f"Cannot convert {type(model).__name__}'s params to {fw.noun}"
+    _match.refuse(what, problems)
+    layers, leaves = _leaves(model, args, kwargs, f"{fw.exporter}(model, params, x)")
+    # The params must be the model's: the load rules, on shapes (unknown dims take any size).
+    m = _match.match(
+        {p: _match.Target(leaf.shape) for p, leaf in leaves.items()},
+        {p: jax.ShapeDtypeStruct(np.shape(v), v.dtype) for p, v in flat.items()},
+        abstract=True,
+    )
+    _match.refuse(what, _match.judge(m, missing=True, unexpected=True))
+    leaves = {
+        p: Leaf(tuple(np.shape(flat[p])), leaf.dtype, leaf.trainable) for p, leaf in leaves.items()
+    }
     out: dict[Path, jax.Array] = {}
-    for item in plan(fw, model, leaves, layers, rename):
+    for item in rules_for(fw, model, leaves, layers, rename):
         values = item.rule.to_other(*(flat[p] for p in item.lazy))
         for o, v in zip(item.other, values):
             if o in out:
@@ -475,5 +450,5 @@ def export_state(
                     "layer): give the layers distinct names, or pass rename="
                 )
             out[o] = v
-    _raise(f"{type(model).__name__}'s params to {fw.noun}", problems)
+    _match.refuse(what, problems)
     return out

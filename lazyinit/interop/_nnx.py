@@ -30,13 +30,13 @@ import numpy as np
 from flax import nnx
 from jax._src.interpreters import partial_eval as pe  # dce_jaxpr: no public spelling
 
-from .. import _paths
-from .._errors import ConvertStateError, InferShapeError, InvalidLayerError
+from .. import _match, _paths
 from .._layer import Layer
-from .._recorder import _Node
+from .._recorder import is_tracing
 from .._spec import Param
 from .._trace_cache import register_cache
 from .._typing import Params, Path
+from ..errors import ConfigureLayerError, InferShapeError
 
 __all__ = ["NnxModule", "nnx_params", "update_nnx"]
 
@@ -65,7 +65,7 @@ def _split(module: Any, what: str) -> tuple[Any, Any]:
         for p, v in nnx.to_flat_state(rest)
     ]
     if others:
-        raise InvalidLayerError(
+        raise ConfigureLayerError(
             f"{what}: {type(module).__name__} holds state other than nnx.Param at "
             f"{', '.join(others)}; NnxModule supports parameters only. Use lazyinit's own layer "
             "(li.BatchNorm, li.Dropout) for those parts, or a flax.linen module with FlaxModule."
@@ -212,8 +212,8 @@ class NnxModule(Layer):
     >>> from flax import nnx
     >>> from lazyinit.interop.flax import NnxModule
     >>> lazy = NnxModule(lambda rngs, x: nnx.Linear(x.shape[-1], 4, rngs=rngs))
-    >>> model = li.Sequential([lazy, li.relu, li.Linear(1)])
-    >>> params = model.dry_run(jax.random.key(0), jnp.ones((2, 3)))
+    >>> model = li.Sequential([lazy, li.nn.relu, li.Linear(1)])
+    >>> params = li.dry_run(model, jax.random.key(0), jnp.ones((2, 3)))
     >>> jax.tree.map(jnp.shape, params)
     {'0': {'bias': (4,), 'kernel': (3, 4)}, '2': {'bias': (1,), 'kernel': (4, 1)}}
     >>> model(params, jnp.ones((2, 3))).shape
@@ -224,7 +224,7 @@ class NnxModule(Layer):
 
     def __post_init__(self) -> None:
         if not (isinstance(self.module, nnx.Module) or callable(self.module)):
-            raise InvalidLayerError(
+            raise ConfigureLayerError(
                 f"NnxModule takes an nnx.Module or a function building one from nnx.Rngs, got "
                 f"{type(self.module).__name__}."
             )
@@ -239,7 +239,7 @@ class NnxModule(Layer):
     def __call__(self, params: Any, *args: Any, **kwargs: Any) -> Any:
         build = _Build(self.module, _abstract(args))
         graphdef, state = build.structure()
-        if isinstance(params, _Node):  # the dry run
+        if is_tracing(params):  # the dry run
             params = _declare(build, params, state)
         return _merge(graphdef, state, params)(*args, **kwargs)
 
@@ -266,12 +266,12 @@ def update_nnx(module: Any, params: Params) -> None:
     Every path and shape is checked first; nothing is written unless all fit.
 
     Raises:
-      ConvertStateError: listing every missing, unexpected and mis-shaped path.
+      StateMismatchError: listing every missing, unexpected and mis-shaped path.
 
     >>> import jax, jax.numpy as jnp, lazyinit as li
     >>> from flax import nnx
     >>> from lazyinit.interop.flax import update_nnx
-    >>> params = li.Linear(4).dry_run(jax.random.key(0), jnp.ones((2, 3)))
+    >>> params = li.dry_run(li.Linear(4), jax.random.key(0), jnp.ones((2, 3)))
     >>> linear = nnx.Linear(3, 4, rngs=nnx.Rngs(0))
     >>> update_nnx(linear, params)
     >>> bool((linear(jnp.ones((2, 3))) == li.Linear(4)(params, jnp.ones((2, 3)))).all())
@@ -280,26 +280,15 @@ def update_nnx(module: Any, params: Params) -> None:
     graphdef, state = _split(module, "update_nnx")
     want = _pure(state)
     got = _paths.flatten(params, _paths.is_value, what="params")
-    problems = [
-        f"missing parameter {_paths.join(p)!r} {tuple(v.shape)}"
-        for p, v in want.items()
-        if p not in got
-    ]
-    problems += [
-        f"unexpected parameter {_paths.join(p)!r}: the nnx model has no such variable"
-        for p in got
-        if p not in want
-    ]
-    problems += [
-        f"size mismatch for {_paths.join(p)!r}: found shape {tuple(got[p].shape)}, the nnx "
-        f"model has {tuple(v.shape)}"
-        for p, v in want.items()
-        if p in got and tuple(got[p].shape) != tuple(v.shape)
-    ]
-    if problems:
-        raise ConvertStateError(
-            f"Cannot write params into {type(module).__name__} ({len(problems)} problem(s)); "
-            "nothing was written:\n  " + "\n  ".join(problems),
-            tuple(problems),
-        )
+    # The load rules (lazyinit._match): an nnx variable takes a value of its shape, any dtype.
+    m = _match.match(
+        {p: _match.Target(tuple(v.shape)) for p, v in want.items()},
+        {p: jax.ShapeDtypeStruct(np.shape(v), v.dtype) for p, v in got.items()},
+        abstract=True,
+    )
+    _match.refuse(
+        f"Cannot write params into {type(module).__name__}",
+        _match.judge(m, missing=True, unexpected=True),
+        "Pass the params of the lazyinit model that mirrors this nnx module.",
+    )
     nnx.update(module, _fill(state, _paths.unflatten(got)))

@@ -52,16 +52,17 @@ from flax.core import meta
 from jax._src.interpreters import partial_eval as pe  # dce_jaxpr: no public spelling
 
 from .. import _paths
-from .._buffers import _COLLECTOR, update_buffers
-from .._errors import InferShapeError, InvalidLayerError, UpdateBuffersError
+from .. import nn as layers
+from .._buffers import collecting, update_buffers
 from .._layer import Layer
-from .._recorder import _Node
+from .._match import Report
+from .._recorder import is_tracing
 from .._spec import Param
-from .._state import Report
-from .._trace_cache import _is_array, register_cache
+from .._trace_cache import is_array, register_cache
 from .._typing import Params, Path
+from ..errors import ConfigureLayerError, InferShapeError, UpdateBuffersError
 from . import _convert
-from ._convert import Framework, Leaf, Rule, same
+from ._convert import Converter, Framework, Leaf, Rule, Shape, same
 from ._nnx import declare_all
 
 __all__ = [
@@ -81,7 +82,7 @@ __all__ = [
 
 def _abstract(tree: Any) -> Any:
     return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if _is_array(x) else x, tree
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if is_array(x) else x, tree
     )
 
 
@@ -212,8 +213,8 @@ class FlaxModule(Layer):
 
     >>> import jax, jax.numpy as jnp, flax.linen as nn, lazyinit as li
     >>> from lazyinit.interop.flax import FlaxModule
-    >>> model = li.Sequential([FlaxModule(nn.Dense(4)), li.relu, li.Linear(1)])
-    >>> params = model.dry_run(jax.random.key(0), jnp.ones((2, 3)))
+    >>> model = li.Sequential([FlaxModule(nn.Dense(4)), li.nn.relu, li.Linear(1)])
+    >>> params = li.dry_run(model, jax.random.key(0), jnp.ones((2, 3)))
     >>> jax.tree.map(jnp.shape, params)
     {'0': {'params': {'bias': (4,), 'kernel': (3, 4)}}, '2': {'bias': (1,), 'kernel': (4, 1)}}
     >>> model(params, jnp.ones((2, 3))).shape
@@ -230,7 +231,7 @@ class FlaxModule(Layer):
                 if isinstance(self.module, nnx.Module)
                 else ""
             )
-            raise InvalidLayerError(
+            raise ConfigureLayerError(
                 f"FlaxModule wraps a flax.linen.Module, got {type(self.module).__name__}.{hint}"
             )
 
@@ -244,11 +245,11 @@ class FlaxModule(Layer):
 
     def __call__(self, params: Any, *args: Any, rngs: Any = None, **kwargs: Any) -> Any:
         call = dict(rngs=rngs, method=self.method, **kwargs)
-        if isinstance(params, _Node):  # the dry run
+        if is_tracing(params):  # the dry run
             variables = _declare(self, params, args, kwargs, rngs)
             return self.module.apply(variables, *args, mutable=True, **call)[0]
         buffers = [c for c in params if c != "params"]
-        if buffers and _COLLECTOR.get() is not None:
+        if buffers and collecting():
             out, new = self.module.apply(params, *args, mutable=buffers, **call)
             _report_updates(params, new)
             return out
@@ -265,7 +266,7 @@ class FlaxModule(Layer):
 # ---------------------------------------------------------------------------
 # Converting params between lazyinit layers and their flax equivalents.
 
-_REGISTRY: dict[type, Callable[[Any, dict[Path, Leaf]], list[Rule]]] = {}
+_REGISTRY: dict[type, Converter] = {}
 
 
 def register(layer_type: type) -> Callable:
@@ -302,17 +303,22 @@ _REGISTRY[FlaxModule] = _wrapped
 
 def _register_builtins() -> None:
     """lazyinit's layers that name their params as flax does: one rule per leaf."""
-    import lazyinit as li
-
     for cls in (
-        li.Linear, li.Conv, li.ConvTranspose, li.BatchNorm, li.InstanceNorm, li.LayerNorm,
-        li.RMSNorm, li.GroupNorm, li.Embedding, li.MultiHeadAttention,
+        layers.Linear, layers.Conv, layers.ConvTranspose, layers.BatchNorm, layers.InstanceNorm,
+        layers.LayerNorm, layers.RMSNorm, layers.GroupNorm, layers.Embedding,
+        layers.MultiHeadAttention,
     ):  # fmt: skip
         _REGISTRY.setdefault(cls, _params)
 
 
-def _hint(found: tuple, expected: tuple) -> str:
-    if found != expected and sorted(found) == sorted(expected):
+def _dim(d: int | None) -> int:
+    return -1 if d is None else d
+
+
+def _hint(found: Shape | None, expected: Shape | None) -> str:
+    if found is None or expected is None or None in expected:
+        return ""
+    if found != expected and sorted(found, key=_dim) == sorted(expected, key=_dim):
         return " (the same sizes in another order: is it in another library's layout?)"
     return ""
 
@@ -354,7 +360,7 @@ def from_flax_variables(
     sample and ``strict`` work as in ``lazyinit.interop.torch.from_torch_state_dict``.
 
     Raises:
-      ConvertStateError: listing every missing, unexpected and mis-shaped
+      StateMismatchError: listing every missing, unexpected and mis-shaped
         variable; nothing is converted.
 
     >>> import jax, jax.numpy as jnp, flax.linen as nn, lazyinit as li
@@ -393,7 +399,7 @@ def to_flax_variables(
 
     >>> import jax, jax.numpy as jnp, flax.linen as nn, lazyinit as li
     >>> from lazyinit.interop.flax import to_flax_variables
-    >>> params = li.Linear(4).dry_run(jax.random.key(0), jnp.ones((2, 3)))
+    >>> params = li.dry_run(li.Linear(4), jax.random.key(0), jnp.ones((2, 3)))
     >>> variables = to_flax_variables(li.Linear(4), params)
     >>> nn.Dense(4).apply(variables, jnp.ones((2, 3))).shape
     (2, 4)

@@ -25,7 +25,7 @@ right converter is picked per layer type:
   (:func:`register` a converter for your own layers).
 
 Import validates everything first and raises one
-:class:`~lazyinit.ConvertStateError` listing every missing, unexpected and
+:class:`~lazyinit.StateMismatchError` listing every missing, unexpected and
 mis-shaped entry (with a hint when a shape is the transpose of the expected
 one); the caller's state dict is only read. The result is a plain nested dict
 to pass to ``li.dry_run(..., state=...)`` or ``li.load_state``.
@@ -45,18 +45,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._errors import ConvertStateError
-from .._state import Report
-from .._trace_cache import traces_of
+from .. import nn
+from .._match import Report
 from .._typing import Params, Path
+from ..errors import InvalidArgumentError
 from . import _convert
-from ._convert import Framework, Leaf, Rule, extra, permute, same
+from ._convert import Converter, Framework, Leaf, Rule, Shape, extra, permute, same
 
 __all__ = ["from_torch_state_dict", "to_torch_state_dict", "read_state_dict", "register"]
 
 Rename = Mapping[str, str] | Callable[[str], str] | None
 
-_REGISTRY: dict[type, Callable[[Any, dict[Path, Leaf]], list[Rule]]] = {}
+_REGISTRY: dict[type, Converter] = {}
 
 
 def register(layer_type: type) -> Callable:
@@ -197,24 +197,18 @@ def _keep(a: Any) -> tuple[Any]:
     return (a,)
 
 
-def _stacked(layer: Any, leaves: dict[Path, Leaf]) -> list[Rule]:
+def _stacked(layer: Any, leaves: dict[Path, Leaf], layers: dict[Path, Any]) -> list[Rule]:
     """``li.Repeat``/``li.Ensemble``: copy ``i`` is PyTorch's module ``i`` (an ``nn.Sequential``
-    or ``nn.ModuleList`` of the block), each converted by the block's own rules."""
-    block, n = layer.stacked_layer, layer.n
+    or ``nn.ModuleList`` of the block), each converted by the block's own rules. ``layers`` are
+    the block's (at ``()``) and its children's, by path relative to the stacked layer."""
     one = {p: Leaf(leaf.shape[1:], leaf.dtype, leaf.trainable) for p, leaf in leaves.items()}
-    shapes = {p: leaf.shape for p, leaf in one.items()}
-    t = next(
-        (t for t in traces_of(block) if {p: s.shape for p, s in t.params.items()} == shapes), None
-    )
-    if t is None:
-        raise ConvertStateError(
-            f"Cannot convert the {type(layer).__name__} of {type(block).__name__}: its block's "
-            "trace is no longer cached. Pass a sample, as for li.dry_run."
-        )
-    rules = []
-    for item in _convert.plan(FRAMEWORK, block, one, _convert._leaves_from_trace(t)[0]):
-        rules.append(_per_copy(item.rule, item.lazy, item.other, n))
-    return rules
+    return [
+        _per_copy(item.rule, item.lazy, item.other, layer.n)
+        for item in _convert.rules_for(FRAMEWORK, layer.stacked_layer, one, layers)
+    ]
+
+
+_stacked.takes_layers = True  # type: ignore[attr-defined]
 
 
 def _per_copy(rule: Rule, lazy: tuple[Path, ...], other: tuple[Path, ...], n: int) -> Rule:
@@ -232,33 +226,37 @@ def _per_copy(rule: Rule, lazy: tuple[Path, ...], other: tuple[Path, ...], n: in
 
 def _register_builtins() -> None:
     """The converter of each lazyinit layer with a PyTorch counterpart."""
-    import lazyinit as li
-
-    table = {
-        li.Linear: _linear,
-        li.Conv: _conv,
-        li.ConvTranspose: _conv_transpose,
-        li.BatchNorm: _norm,
-        li.InstanceNorm: _norm,
-        li.LayerNorm: _norm,
-        li.RMSNorm: _norm,
-        li.GroupNorm: _norm,
-        li.Embedding: _embedding,
-        li.MultiHeadAttention: _attention,
-        li.Repeat: _stacked,
-        li.Ensemble: _stacked,
+    table: dict[type, Converter] = {
+        nn.Linear: _linear,
+        nn.Conv: _conv,
+        nn.ConvTranspose: _conv_transpose,
+        nn.BatchNorm: _norm,
+        nn.InstanceNorm: _norm,
+        nn.LayerNorm: _norm,
+        nn.RMSNorm: _norm,
+        nn.GroupNorm: _norm,
+        nn.Embedding: _embedding,
+        nn.MultiHeadAttention: _attention,
+        nn.Repeat: _stacked,
+        nn.Ensemble: _stacked,
     }
     for cls, converter in table.items():
         _REGISTRY.setdefault(cls, converter)
 
 
-def _hint(found: tuple, expected: tuple) -> str:
+def _hint(found: Shape | None, expected: Shape | None) -> str:
+    if found is None or expected is None or None in expected:
+        return ""
     if len(found) == 2 and found == expected[::-1]:
         return (
             " (the transpose: PyTorch stores it (out, in), lazyinit (in, out); pass PyTorch's "
             "own state dict, not one already converted)"
         )
-    if len(found) > 2 and found != expected and sorted(found) == sorted(expected):
+    if (
+        len(found) > 2
+        and found != expected
+        and sorted(found, key=_dim) == sorted(expected, key=_dim)
+    ):
         return (
             " (the same sizes in another order: PyTorch kernels are (out, in, *kernel_size), "
             "lazyinit's (*kernel_size, in, out); pass PyTorch's own layout)"
@@ -305,7 +303,7 @@ def read_state_dict(source: Any) -> dict[str, Any]:
 
         loaded = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(loaded, Mapping):
-            raise ConvertStateError(
+            raise InvalidArgumentError(
                 f"{path!r} holds a {type(loaded).__name__}, not a state dict. Save "
                 "module.state_dict() with torch.save and pass that file."
             )
@@ -314,7 +312,7 @@ def read_state_dict(source: Any) -> dict[str, Any]:
         return dict(source.state_dict())
     if isinstance(source, Mapping):
         return dict(source)
-    raise ConvertStateError(
+    raise InvalidArgumentError(
         f"Expected a torch nn.Module, a state dict or a file path, got {type(source).__name__}."
     )
 
@@ -398,13 +396,13 @@ def from_torch_state_dict(
       ``li.Report`` (``loaded``, ``missing``, ``unexpected``), as ``li.load`` returns.
 
     Raises:
-      ConvertStateError: listing every missing, unexpected, uninitialized or
+      StateMismatchError: listing every missing, unexpected, uninitialized or
         mis-shaped entry; nothing is converted.
 
     >>> import jax, jax.numpy as jnp, torch, lazyinit as li
     >>> from lazyinit.interop.torch import from_torch_state_dict
     >>> torch_mlp = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
-    >>> model = li.Sequential([li.Linear(4), li.relu, li.Linear(1)])
+    >>> model = li.Sequential([li.Linear(4), li.nn.relu, li.Linear(1)])
     >>> params, report = from_torch_state_dict(model, torch_mlp, jnp.ones((2, 3)))
     >>> jax.tree.map(jnp.shape, params)
     {'0': {'bias': (4,), 'kernel': (3, 4)}, '2': {'bias': (1,), 'kernel': (4, 1)}}
@@ -446,8 +444,8 @@ def to_torch_state_dict(
 
     >>> import jax, jax.numpy as jnp, torch, lazyinit as li
     >>> from lazyinit.interop.torch import to_torch_state_dict
-    >>> model = li.Sequential([li.Linear(4), li.relu, li.Linear(1)])
-    >>> params = model.dry_run(jax.random.key(0), jnp.ones((2, 3)))
+    >>> model = li.Sequential([li.Linear(4), li.nn.relu, li.Linear(1)])
+    >>> params = li.dry_run(model, jax.random.key(0), jnp.ones((2, 3)))
     >>> {k: tuple(v.shape) for k, v in to_torch_state_dict(model, params).items()}
     {'0.weight': (4, 3), '0.bias': (4,), '2.weight': (1, 4), '2.bias': (1,)}
     """
@@ -464,3 +462,7 @@ def to_torch_state_dict(
             tensor = torch.from_numpy(array)
         out[FRAMEWORK.show(path)] = tensor
     return out
+
+
+def _dim(d: int | None) -> int:
+    return -1 if d is None else d

@@ -20,7 +20,7 @@ from lazyinit.interop.flax import FlaxModule
 
 
 def _model():
-    return li.Sequential([FlaxModule(nn.Dense(3)), li.relu, FlaxModule(nn.Dense(2))])
+    return li.Sequential([FlaxModule(nn.Dense(3)), li.nn.relu, FlaxModule(nn.Dense(2))])
 
 
 def test_golden_values():

@@ -154,7 +154,7 @@ def test_a_loaded_array_sharded_another_way_is_an_error_unless_reshard(key):
     mesh = auto_mesh((2, 4), ("fsdp", "tensor"))
     other = li.dry_run(mlp(), key, X, mesh=mesh, rules={"embed": "tensor", "mlp": "fsdp"})
     with pytest.raises(
-        li.ReshardStateError,
+        li.errors.ReshardStateError,
         match=r"'0/kernel' \(8, 16\): loaded as P\('tensor', 'fsdp'\) over mesh \{'fsdp': 2, "
         r"'tensor': 4\}, the plan is P\('fsdp', 'tensor'\) over mesh \{'fsdp': 2, 'tensor': 4\}"
         r"(.|\n)*Pass reshard=True to move loaded arrays to the planned layout",

@@ -78,7 +78,7 @@ def main(port: int, pid: int, out: str) -> None:
 
     try:
         li.dry_run(mlp(width=16 if pid == 0 else 24), jax.random.key(0), x, mesh=mesh, rules=RULES)
-    except li.ProcessMismatchError as e:
+    except li.errors.ProcessMismatchError as e:
         message = str(e)
     else:
         message = "no error"

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(
     reason="needs 8 devices: test_sharding_repeat.py runs this file with XLA_FLAGS set",
 )
 
-BLOCK = li.Residual([li.LayerNorm(), li.Linear(16), li.gelu, li.Linear(8)])
+BLOCK = li.Residual([li.LayerNorm(), li.Linear(16), li.nn.gelu, li.Linear(8)])
 X = jnp.ones((4, 8))
 RULES = {"layers": "stage", "embed": "fsdp", "mlp": None}
 
@@ -49,7 +49,7 @@ def test_layers_axis_replicated():
 
 
 def test_layers_axis_without_a_rule_is_named():
-    with pytest.raises(li.ShardParamError, match=r"logical axis 'layers'"):
+    with pytest.raises(li.errors.ShardParamError, match=r"logical axis 'layers'"):
         li.dry_run(li.Repeat(BLOCK, 4), jax.random.key(0), X, mesh=_mesh(), rules={"embed": "fsdp"})
 
 

@@ -28,7 +28,7 @@ llama_decoder = _example_models().llama_decoder
 
 def mlp(width: int = 16, out: int = 8) -> li.Layer:
     """Linear(width) -> relu -> Linear(out), the second kernel laid out ('mlp', 'embed')."""
-    return li.Sequential([li.Linear(width), li.relu, li.Linear(out, axes=("mlp", "embed"))])
+    return li.Sequential([li.Linear(width), li.nn.relu, li.Linear(out, axes=("mlp", "embed"))])
 
 
 def regression_step(model: li.Layer, opt, shardings=None):

@@ -2,7 +2,10 @@
 
 import sys
 
+import pytest
 from sharding_child import run
+
+pytestmark = pytest.mark.slow  # starts Python processes
 
 
 def test_scale_example_runs_and_every_layout_agrees():

@@ -6,10 +6,13 @@ import sys
 import jax
 import numpy as np
 import optax
+import pytest
 from sharding_child import free_port, run
 from sharding_models import mlp, regression_step
 
 import lazyinit as li
+
+pytestmark = pytest.mark.slow  # starts Python processes
 
 
 def test_two_processes_materialize_train_and_agree_with_one(tmp_path):

@@ -2,7 +2,10 @@
 
 import re
 
+import pytest
 from sharding_child import pytest_command, run
+
+pytestmark = pytest.mark.slow  # starts Python processes
 
 
 def test_repeat_and_ensemble_on_eight_devices():

@@ -1,0 +1,19 @@
+"""Checkpoint storage: one portable safetensors file per tree, and orbax directories for training.
+
+* :func:`save` and :func:`load` write and read one file (:mod:`._format` holds its
+  bytes): atomic, checksummed, never unpickled, checked against a ``like`` tree by the
+  load rules of the core (:mod:`lazyinit._match`); :func:`check_checkpoint` answers
+  from the header alone.
+* :class:`TrainingCheckpoints` keeps the last few steps of a training run (params,
+  optimizer state, step) through orbax-checkpoint.
+
+``lazyinit`` re-exports all four at the top level (``li.save``).
+"""
+
+from ._load import CheckReport as CheckReport
+from ._load import check_checkpoint as check_checkpoint
+from ._load import load as load
+from ._save import save as save
+from ._training import TrainingCheckpoints as TrainingCheckpoints
+
+__all__ = ["save", "load", "check_checkpoint", "CheckReport", "TrainingCheckpoints"]

@@ -1,0 +1,125 @@
+"""The benchmark suite runs end to end (``python -m benchmarks --quick``); no timing is asserted.
+
+``--quick`` is a smoke test sized for CI: every figure and library once, on the MLP.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+pytestmark = pytest.mark.slow  # starts Python processes
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def quick_output(tmp_path_factory) -> tuple[str, str]:
+    out = tmp_path_factory.mktemp("bench") / "results.txt"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout, out.read_text()
+
+
+def test_quick_mode_prints_every_figure(quick_output):
+    stdout, saved = quick_output
+    for title in [
+        "### 1.",
+        "### 2.",
+        "### 3.",
+        "### 4.",
+        "### 5.",
+        "### 6.",
+        "### 7.",
+        "### 8a.",
+        "### 8b.",
+        "### 8c.",
+        "### 8d.",
+        "### 9b.",
+        "### 9c.",
+        "### 9d.",
+    ]:
+        assert title in stdout, title
+    assert saved.startswith("# lazyinit benchmarks (--quick")
+    assert "Machine:" in saved and "jax 0.10" in saved
+
+
+def test_quick_mode_measures_every_library_on_the_mlp_only(quick_output):
+    """--quick stays under a minute: each library once, on the MLP (the CNN and GPT of every
+    library are checked abstractly below); the decoder-depth figure on jax and lazyinit."""
+    stdout, _ = quick_output
+    fig1 = stdout.split("### 1.")[1].split("###")[0]
+    rows = [line for line in fig1.splitlines() if line.startswith("| M")]
+    for lib in ["jax", "lazyinit", "flax", "haiku", "equinox"]:
+        assert any("M1 MLP" in line and f"| {lib} " in line for line in rows), lib
+    assert all("M1 MLP" in line for line in rows), rows
+    fig8a = stdout.split("### 8a.")[1].split("###")[0]
+    header = next(line for line in fig8a.splitlines() if line.startswith("| layers"))
+    assert [c.strip() for c in header.strip("|").split("|")] == ["layers", "jax", "lazyinit"]
+
+
+def test_targets_have_a_verdict(quick_output):
+    stdout, _ = quick_output
+    lazy_rows = [
+        l for l in stdout.splitlines() if l.startswith("|") and "lazyinit" in l and "x" in l
+    ]
+    assert lazy_rows
+    assert any("pass" in l or "MISS" in l for l in lazy_rows)
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn", "gpt"])
+def test_implementations_agree_on_parameter_count_and_output_shapes(model):
+    """Abstractly (nothing compiled): every library's model has the same parameters and outputs."""
+    eqx = pytest.importorskip("equinox", reason="its filter_eval_shape takes every library's tree")
+    from benchmarks import common
+    from benchmarks.registry import available, build
+
+    x, y = common.batch(model, common.QUICK)
+    counts, shapes = {}, {}
+    for lib in available():
+        impl = build(lib, model, common.QUICK)
+        abstract = impl.abstract_init()(jax.random.key(0))
+        variables = jax.tree.map(  # zeros: equinox's split needs arrays
+            lambda l: jnp.zeros(l.shape, l.dtype) if isinstance(l, jax.ShapeDtypeStruct) else l,
+            abstract,
+        )
+        trainable, state = impl.split(variables)
+        counts[lib] = common.param_count(trainable)
+        shapes[lib] = eqx.filter_eval_shape(impl.apply, variables, x).shape
+        loss, _ = eqx.filter_eval_shape(impl.loss, trainable, state, x, y)
+        assert loss.shape == (), lib
+    assert len(set(counts.values())) == 1, counts
+    assert len(set(shapes.values())) == 1, shapes
+
+
+def test_lazyinit_versions_are_the_reference_models():
+    from benchmarks import common
+    from benchmarks.registry import build
+    from examples import models
+
+    impl = build("lazyinit", "cnn", common.QUICK)
+    assert impl.net == models.resnet_cnn(3, (4, 8), 1)
+
+
+def test_the_checkpoint_leaves_benchmark_runs_in_quick_mode(capsys):
+    from benchmarks import checkpoint_leaves
+
+    checkpoint_leaves.main(["--quick"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| 1,000") or "| 5,000" in line]
+    assert len(rows) == 2 and all(line.count("x |") == 2 for line in rows), out
+    assert "load / save at 5,000 leaves:" in out and "target <= 2x" in out
