@@ -107,22 +107,23 @@ def describe(model: Any, /, *args: Any, **kwargs: Any) -> Described:
     Without a sample, the sizes that depend on the input print as ``?`` (PyTorch
     prints a lazy module's as 0), from what the layers declare.
 
-    >>> import jax.numpy as jnp, lazyinit as li
-    >>> model = li.Sequential([li.Linear(8), li.nn.relu, li.Linear(1)])
-    >>> model
-    Sequential(layers=(Linear(out_features=8), relu, Linear(out_features=1)))
-    >>> li.describe(model, jnp.ones((4, 3)))
-    Sequential(
-      (0): Linear(in_features=3, out_features=8)
-      (1): relu
-      (2): Linear(in_features=8, out_features=1)
-    )
-    >>> li.describe(model)
-    Sequential(
-      (0): Linear(in_features=?, out_features=8)
-      (1): relu
-      (2): Linear(in_features=?, out_features=1)
-    )
+    Examples:
+        >>> import jax.numpy as jnp, lazyinit as li
+        >>> model = li.Sequential([li.Linear(8), li.nn.relu, li.Linear(1)])
+        >>> model
+        Sequential(layers=(Linear(out_features=8), relu, Linear(out_features=1)))
+        >>> li.describe(model, jnp.ones((4, 3)))
+        Sequential(
+          (0): Linear(in_features=3, out_features=8)
+          (1): relu
+          (2): Linear(in_features=8, out_features=1)
+        )
+        >>> li.describe(model)
+        Sequential(
+          (0): Linear(in_features=?, out_features=8)
+          (1): relu
+          (2): Linear(in_features=?, out_features=1)
+        )
     """
     calls: dict[Path, Call] = {}
     specs: dict[Path, dict[str, Any]] = {}

@@ -50,8 +50,8 @@ def dry_run(
       model: a :class:`lazyinit.Layer`.
       key: the root PRNG key (``jax.random.key(0)``, a raw key or an int seed).
         Each parameter's key is derived from it and the parameter's path.
-      *args, **kwargs: a sample of what the model is called with after
-        ``params``. Arrays only lend their shapes and dtypes; with
+      *args: a sample of what the model is called with after ``params``.
+        Arrays only lend their shapes and dtypes; with
         ``jax.ShapeDtypeStruct`` samples the result is abstract (a tree of
         ``ShapeDtypeStruct``) and nothing is allocated.
       state: what is already known: loaded arrays, which are checked and kept
@@ -96,11 +96,12 @@ def dry_run(
       ProcessMismatchError: processes of a multi-process run disagree on
         the paths, shapes, dtypes or layouts to materialize.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> model = li.Sequential([li.Linear(4), li.nn.relu, li.Linear(1)])
-    >>> params = li.dry_run(model, jax.random.key(0), jnp.ones((8, 3)))
-    >>> jax.tree.map(jnp.shape, params)
-    {'0': {'bias': (4,), 'kernel': (3, 4)}, '2': {'bias': (1,), 'kernel': (4, 1)}}
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> model = li.Sequential([li.Linear(4), li.nn.relu, li.Linear(1)])
+        >>> params = li.dry_run(model, jax.random.key(0), jnp.ones((8, 3)))
+        >>> jax.tree.map(jnp.shape, params)
+        {'0': {'bias': (4,), 'kernel': (3, 4)}, '2': {'bias': (1,), 'kernel': (4, 1)}}
     """
     options = _Options(dtype, device, jit, mesh, rules, axes, reshard)
     return _run(model, key, args, kwargs, state, True, options)[0]
@@ -128,13 +129,14 @@ def dry_run_with_report(
     and listed in ``report.unexpected`` instead of being an error: the way to
     carry a checkpoint over to a changed model (a new head, an added block).
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> old = li.dry_run(li.Linear(4), jax.random.key(0), jnp.ones((1, 3)))
-    >>> params, report = li.dry_run_with_report(
-    ...     li.Sequential([li.Linear(4)]), jax.random.key(1), jnp.ones((1, 3)),
-    ...     state={"0": old, "head": old}, strict=False)
-    >>> report.kept, report.unexpected
-    (('0/bias', '0/kernel'), ('head/bias', 'head/kernel'))
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> old = li.dry_run(li.Linear(4), jax.random.key(0), jnp.ones((1, 3)))
+        >>> params, report = li.dry_run_with_report(
+        ...     li.Sequential([li.Linear(4)]), jax.random.key(1), jnp.ones((1, 3)),
+        ...     state={"0": old, "head": old}, strict=False)
+        >>> report.kept, report.unexpected
+        (('0/bias', '0/kernel'), ('head/bias', 'head/kernel'))
     """
     options = _Options(dtype, device, jit, mesh, rules, axes, reshard)
     return _run(model, key, args, kwargs, state, strict, options)

@@ -119,15 +119,16 @@ def as_key(key: Any, *, abstract: bool = False) -> Any:
     Raises:
       InvalidArgumentError: anything else, saying what was found and what to pass.
 
-    >>> import jax
-    >>> from lazyinit._keys import as_key
-    >>> as_key(7).shape, as_key(7, abstract=True)
-    ((), 7)
-    >>> try:
-    ...     as_key(jax.numpy.ones((2, 3)))
-    ... except InvalidArgumentError as e:
-    ...     print(e)
-    key must be a jax.random.key(...), a raw jax.random.PRNGKey(...) or an int seed, got ArrayImpl float32[2, 3]. The argument after the model is the key and the sample inputs follow it: li.dry_run(model, jax.random.key(0), x).
+    Examples:
+        >>> import jax
+        >>> from lazyinit._keys import as_key
+        >>> as_key(7).shape, as_key(7, abstract=True)
+        ((), 7)
+        >>> try:
+        ...     as_key(jax.numpy.ones((2, 3)))
+        ... except InvalidArgumentError as e:
+        ...     print(e)
+        key must be a jax.random.key(...), a raw jax.random.PRNGKey(...) or an int seed, got ArrayImpl float32[2, 3]. The argument after the model is the key and the sample inputs follow it: li.dry_run(model, jax.random.key(0), x).
     """
     if isinstance(key, (bool, np.bool_)):
         raise InvalidArgumentError(

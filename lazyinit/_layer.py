@@ -182,15 +182,16 @@ class Layer:
     ``layer(params, ...)`` and ``layer.apply(params, ...)`` are the same pure
     call. Calling with a tree that still holds placeholders is an error.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> class Scale(li.Layer):
-    ...     def specs(self, x):
-    ...         return {"scale": li.Param((x.shape[-1],), jax.nn.initializers.ones)}
-    ...     def __call__(self, params, x):
-    ...         return x * params["scale"]
-    >>> params = li.dry_run(Scale(), jax.random.key(0), jnp.ones((2, 3)))
-    >>> jax.tree.map(jnp.shape, params)
-    {'scale': (3,)}
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> class Scale(li.Layer):
+        ...     def specs(self, x):
+        ...         return {"scale": li.Param((x.shape[-1],), jax.nn.initializers.ones)}
+        ...     def __call__(self, params, x):
+        ...         return x * params["scale"]
+        >>> params = li.dry_run(Scale(), jax.random.key(0), jnp.ones((2, 3)))
+        >>> jax.tree.map(jnp.shape, params)
+        {'scale': (3,)}
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

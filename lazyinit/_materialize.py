@@ -99,11 +99,12 @@ def _init_at(init: Any, root: jax.Array, words: jax.Array, shape: Any, dtype: An
 def param_key(key: Any, path: str | Path) -> jax.Array:
     """The key the dry run uses for the parameter at ``path``.
 
-    >>> import jax, lazyinit as li
-    >>> k = li.param_key(jax.random.key(0), "fc1/kernel")
-    >>> bool((jax.random.key_data(k) == jax.random.key_data(
-    ...     li.param_key(jax.random.key(0), ("fc1", "kernel")))).all())
-    True
+    Examples:
+        >>> import jax, lazyinit as li
+        >>> k = li.param_key(jax.random.key(0), "fc1/kernel")
+        >>> bool((jax.random.key_data(k) == jax.random.key_data(
+        ...     li.param_key(jax.random.key(0), ("fc1", "kernel")))).all())
+        True
     """
     path = tuple(path.split("/")) if isinstance(path, str) else tuple(path)
     return _fold(as_key(key), path_words(path))

@@ -227,12 +227,13 @@ def nest(flat: Mapping[str, Any], *, sep: str = "/") -> dict[str, Any]:
         empty component (``'fc1//kernel'``), or a name that is both a leaf and
         a prefix of others (``'fc1'`` and ``'fc1/kernel'``), listing every one.
 
-    >>> import numpy as np, lazyinit as li
-    >>> tree = li.nest({"fc1/kernel": np.zeros((3, 4)), "fc1/bias": np.zeros(4)})
-    >>> {k: {n: v.shape for n, v in sub.items()} for k, sub in tree.items()}
-    {'fc1': {'kernel': (3, 4), 'bias': (4,)}}
-    >>> sorted(li.nest({"0.weight": 1.0, "0.bias": 2.0}, sep=".")["0"])
-    ['bias', 'weight']
+    Examples:
+        >>> import numpy as np, lazyinit as li
+        >>> tree = li.nest({"fc1/kernel": np.zeros((3, 4)), "fc1/bias": np.zeros(4)})
+        >>> {k: {n: v.shape for n, v in sub.items()} for k, sub in tree.items()}
+        {'fc1': {'kernel': (3, 4), 'bias': (4,)}}
+        >>> sorted(li.nest({"0.weight": 1.0, "0.bias": 2.0}, sep=".")["0"])
+        ['bias', 'weight']
     """
     if not isinstance(flat, Mapping):
         raise InvalidTreeError(

@@ -28,12 +28,13 @@ def plan(
     ``mesh`` may be an ``AbstractMesh``, to plan for devices this machine lacks.
     A repeated plan of the same model and signature reuses the cached trace.
 
-    >>> import jax, lazyinit as li
-    >>> mesh = jax.sharding.AbstractMesh((4, 2), ("fsdp", "tensor"))
-    >>> p = li.plan(li.Linear(1024), jax.ShapeDtypeStruct((8, 4096), "float32"),
-    ...             mesh=mesh, rules={"embed": "fsdp", "mlp": "tensor"})
-    >>> p.params["kernel"].sharding.spec, p.total_bytes, p.bytes_per_device
-    (P('fsdp', 'tensor'), 16781312, 2099200)
+    Examples:
+        >>> import jax, lazyinit as li
+        >>> mesh = jax.sharding.AbstractMesh((4, 2), ("fsdp", "tensor"))
+        >>> p = li.plan(li.Linear(1024), jax.ShapeDtypeStruct((8, 4096), "float32"),
+        ...             mesh=mesh, rules={"embed": "fsdp", "mlp": "tensor"})
+        >>> p.params["kernel"].sharding.spec, p.total_bytes, p.bytes_per_device
+        (P('fsdp', 'tensor'), 16781312, 2099200)
     """
     args, kwargs = abstractify((args, kwargs))
     params = dry_run(model, 0, *args, mesh=mesh, rules=rules, axes=axes, dtype=dtype, **kwargs)

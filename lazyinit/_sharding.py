@@ -198,13 +198,14 @@ def plan_shardings(
     (nothing is materialized); ``axes`` overrides the logical axes (or gives a
     ``PartitionSpec``) per path pattern.
 
-    >>> import jax, lazyinit as li
-    >>> from lazyinit._sharding import plan_shardings
-    >>> mesh = jax.sharding.AbstractMesh((2, 4), ("fsdp", "tensor"))
-    >>> t = li.trace(li.Linear(8), jax.ShapeDtypeStruct((1, 4), "float32"))
-    >>> {"/".join(p): s.spec for p, s in plan_shardings(
-    ...     t.params, mesh, {"embed": "fsdp", "mlp": "tensor"}).items()}
-    {'kernel': P('fsdp', 'tensor'), 'bias': P('tensor',)}
+    Examples:
+        >>> import jax, lazyinit as li
+        >>> from lazyinit._sharding import plan_shardings
+        >>> mesh = jax.sharding.AbstractMesh((2, 4), ("fsdp", "tensor"))
+        >>> t = li.trace(li.Linear(8), jax.ShapeDtypeStruct((1, 4), "float32"))
+        >>> {"/".join(p): s.spec for p, s in plan_shardings(
+        ...     t.params, mesh, {"embed": "fsdp", "mlp": "tensor"}).items()}
+        {'kernel': P('fsdp', 'tensor'), 'bias': P('tensor',)}
     """
     if not isinstance(mesh, jax.sharding.Mesh | jax.sharding.AbstractMesh):
         raise InvalidArgumentError(
@@ -292,9 +293,10 @@ class Plan:
         """The plan of a params tree (arrays or ``ShapeDtypeStruct``, sharded or not): what
         ``li.plan`` returns for a model, for a tree you already have.
 
-        >>> import jax, lazyinit as li
-        >>> li.Plan.of({"w": jax.ShapeDtypeStruct((4, 8), "float32")}).total_bytes
-        128
+        Examples:
+            >>> import jax, lazyinit as li
+            >>> li.Plan.of({"w": jax.ShapeDtypeStruct((4, 8), "float32")}).total_bytes
+            128
         """
         flat = _paths.flatten(params, _paths.is_shaped)
         groups: dict[tuple, list] = {}

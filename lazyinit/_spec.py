@@ -45,9 +45,10 @@ class Param:
       trainable: ``False`` for non-trainable state such as running statistics,
         which :func:`lazyinit.partition` keeps away from the optimizer.
 
-    >>> import jax, lazyinit as li
-    >>> li.Param((3, 4), jax.nn.initializers.zeros, axes=("embed", "mlp"))
-    Param(shape=(3, 4), init=zeros, dtype=None, axes=('embed', 'mlp'), trainable=True)
+    Examples:
+        >>> import jax, lazyinit as li
+        >>> li.Param((3, 4), jax.nn.initializers.zeros, axes=("embed", "mlp"))
+        Param(shape=(3, 4), init=zeros, dtype=None, axes=('embed', 'mlp'), trainable=True)
     """
 
     shape: tuple[Any, ...]
@@ -94,12 +95,13 @@ class Uninitialized:
     placeholder (arithmetic, ``jnp`` functions, ``jax.jit``, ``device_put``,
     ``optax`` ``init``) raises :class:`UninitializedParamError`.
 
-    >>> import lazyinit as li
-    >>> u = li.Uninitialized((None, 10), "float32")
-    >>> u
-    Uninitialized(shape=(?, 10), dtype=float32)
-    >>> u.astype("bfloat16")
-    Uninitialized(shape=(?, 10), dtype=bfloat16)
+    Examples:
+        >>> import lazyinit as li
+        >>> u = li.Uninitialized((None, 10), "float32")
+        >>> u
+        Uninitialized(shape=(?, 10), dtype=float32)
+        >>> u.astype("bfloat16")
+        Uninitialized(shape=(?, 10), dtype=bfloat16)
     """
 
     shape: tuple[int | None, ...] | None = None

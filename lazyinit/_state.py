@@ -34,11 +34,12 @@ def lazy_state(
     ``li.dry_run(..., state=...)``, which checks the derived paths against the
     trace.
 
-    >>> import jax.numpy as jnp, lazyinit as li
-    >>> li.lazy_state(li.Linear(10))
-    {'kernel': Uninitialized(shape=(?, 10), dtype=float32), 'bias': Uninitialized(shape=(10,), dtype=float32)}
-    >>> li.lazy_state(li.Linear(10), jnp.ones((2, 3)))["kernel"]
-    Uninitialized(shape=(3, 10), dtype=float32)
+    Examples:
+        >>> import jax.numpy as jnp, lazyinit as li
+        >>> li.lazy_state(li.Linear(10))
+        {'kernel': Uninitialized(shape=(?, 10), dtype=float32), 'bias': Uninitialized(shape=(10,), dtype=float32)}
+        >>> li.lazy_state(li.Linear(10), jnp.ones((2, 3)))["kernel"]
+        Uninitialized(shape=(3, 10), dtype=float32)
     """
     if not sample and not kwargs:
         return _structure.derive(model, dtype=dtype, device=device)
@@ -72,12 +73,13 @@ def uninitialized_paths(tree: Any) -> list[str]:
 def has_uninitialized(tree: Any) -> bool:
     """Whether ``tree`` still holds placeholders: PyTorch's ``has_uninitialized_params()``.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> model = li.Linear(3)
-    >>> li.has_uninitialized(li.lazy_state(model))
-    True
-    >>> li.has_uninitialized(li.dry_run(model, jax.random.key(0), jnp.ones((1, 2))))
-    False
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> model = li.Linear(3)
+        >>> li.has_uninitialized(li.lazy_state(model))
+        True
+        >>> li.has_uninitialized(li.dry_run(model, jax.random.key(0), jnp.ones((1, 2))))
+        False
     """
     return bool(uninitialized_paths(tree))
 

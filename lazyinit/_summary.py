@@ -326,7 +326,7 @@ def summary(
 
     Args:
       model: a :class:`lazyinit.Layer`.
-      *args, **kwargs: a sample of what the model is called with after ``params``.
+      *args: a sample of what the model is called with after ``params``.
       params: optional params tree or lazy state; adds a status column
         (see :data:`STATUSES`) and counts each leaf's dtype as it is.
       report: the :class:`lazyinit.Report` of the load or dry run that made
@@ -336,15 +336,16 @@ def summary(
       depth: show layers down to this many path components (``0``: the model
         only); the parameters of hidden layers count on their shown ancestor.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> model = li.Sequential([li.Linear(4), li.nn.relu, li.Linear(1)])
-    >>> s = li.summary(model, jnp.ones((8, 3)))
-    >>> s.total_params, s.total_bytes
-    (21, 84)
-    >>> [("/".join(r.path), type(r.layer).__name__, r.count) for r in s.rows]
-    [('', 'Sequential', 0), ('0', 'Linear', 16), ('2', 'Linear', 5)]
-    >>> print(s.caption()[0])
-    21 parameters in 4 arrays, 84 B; 21 trainable, 0 non-trainable
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> model = li.Sequential([li.Linear(4), li.nn.relu, li.Linear(1)])
+        >>> s = li.summary(model, jnp.ones((8, 3)))
+        >>> s.total_params, s.total_bytes
+        (21, 84)
+        >>> [("/".join(r.path), type(r.layer).__name__, r.count) for r in s.rows]
+        [('', 'Sequential', 0), ('0', 'Linear', 16), ('2', 'Linear', 5)]
+        >>> print(s.caption()[0])
+        21 parameters in 4 arrays, 84 B; 21 trainable, 0 non-trainable
     """
     if not args and not kwargs:
         raise InferShapeError(

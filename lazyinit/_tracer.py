@@ -268,12 +268,13 @@ def trace(model: Any, *args: Any, **kwargs: Any) -> Trace:
     ``jax.ShapeDtypeStruct``s or tracers); other arguments are static. A
     second call with the same model and signature is a cache lookup.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> t = li.trace(li.Linear(4), jnp.ones((2, 3)))
-    >>> jax.tree.map(lambda p: p.shape, t.specs)
-    {'bias': (4,), 'kernel': (3, 4)}
-    >>> t.outputs
-    ShapeDtypeStruct(shape=(2, 4), dtype=float32)
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> t = li.trace(li.Linear(4), jnp.ones((2, 3)))
+        >>> jax.tree.map(lambda p: p.shape, t.specs)
+        {'bias': (4,), 'kernel': (3, 4)}
+        >>> t.outputs
+        ShapeDtypeStruct(shape=(2, 4), dtype=float32)
     """
     if not callable(getattr(model, "specs", None)):
         raise InvalidArgumentError(

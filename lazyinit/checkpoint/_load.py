@@ -172,18 +172,20 @@ def check_checkpoint(
       model_or_like: a model (its template is ``li.lazy_state(model, *sample,
         **kwargs)``) or a template tree, as :func:`load`'s ``like``.
       *sample: the model's sample inputs (arrays or ``jax.ShapeDtypeStruct``).
-      strict, cast: as for :func:`load`; they decide ``ok``.
+      strict: as for :func:`load`; it decides ``ok``.
+      cast: as for :func:`load`; it decides ``ok``.
 
     Raises:
       ReadCheckpointError: the header is malformed or it is not a lazyinit checkpoint.
       InvalidArgumentError: a template tree was given with sample inputs.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li, tempfile, os
-    >>> path = os.path.join(tempfile.mkdtemp(), "linear.safetensors")
-    >>> li.save(path, li.dry_run(li.Linear(4), jax.random.key(0), jnp.ones((2, 3))))
-    >>> report = li.check_checkpoint(path, {"kernel": jax.ShapeDtypeStruct((5, 4), jnp.float32)})
-    >>> report.ok, report.unexpected, report.mismatched
-    (False, ('bias',), ("size mismatch for 'kernel': found shape (3, 4), expected (5, 4)",))
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "linear.safetensors")
+        >>> li.save(path, li.dry_run(li.Linear(4), jax.random.key(0), jnp.ones((2, 3))))
+        >>> report = li.check_checkpoint(path, {"kernel": jax.ShapeDtypeStruct((5, 4), jnp.float32)})
+        >>> report.ok, report.unexpected, report.mismatched
+        (False, ('bias',), ("size mismatch for 'kernel': found shape (3, 4), expected (5, 4)",))
     """
     path = os.fsdecode(path)
     if isinstance(model_or_like, (Mapping, Uninitialized)):

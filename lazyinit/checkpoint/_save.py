@@ -50,14 +50,15 @@ def save(
     ``li.load`` reads back identically. Temporary files left by killed saves
     of the same ``path`` are deleted first (never a live writer's).
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li, tempfile, os
-    >>> model = li.Linear(4)
-    >>> params = li.dry_run(model, jax.random.key(0), jnp.ones((2, 3)))
-    >>> path = os.path.join(tempfile.mkdtemp(), "linear.safetensors")
-    >>> li.save(path, params)
-    >>> tree, report = li.load(path, like=li.lazy_state(model))
-    >>> jax.tree.map(jnp.shape, tree), report.loaded
-    ({'bias': (4,), 'kernel': (3, 4)}, ('bias', 'kernel'))
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li, tempfile, os
+        >>> model = li.Linear(4)
+        >>> params = li.dry_run(model, jax.random.key(0), jnp.ones((2, 3)))
+        >>> path = os.path.join(tempfile.mkdtemp(), "linear.safetensors")
+        >>> li.save(path, params)
+        >>> tree, report = li.load(path, like=li.lazy_state(model))
+        >>> jax.tree.map(jnp.shape, tree), report.loaded
+        ({'bias': (4,), 'kernel': (3, 4)}, ('bias', 'kernel'))
     """
     path = os.fsdecode(path)
     if path.lower().endswith(_format.PICKLE_SUFFIXES):

@@ -208,16 +208,17 @@ class NnxModule(Layer):
     sample (``lambda rngs, x: nnx.Linear(x.shape[-1], 4, rngs=rngs)``), whose
     variables the dry run draws with keys from their paths.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> from flax import nnx
-    >>> from lazyinit.interop.flax import NnxModule
-    >>> lazy = NnxModule(lambda rngs, x: nnx.Linear(x.shape[-1], 4, rngs=rngs))
-    >>> model = li.Sequential([lazy, li.nn.relu, li.Linear(1)])
-    >>> params = li.dry_run(model, jax.random.key(0), jnp.ones((2, 3)))
-    >>> jax.tree.map(jnp.shape, params)
-    {'0': {'bias': (4,), 'kernel': (3, 4)}, '2': {'bias': (1,), 'kernel': (4, 1)}}
-    >>> model(params, jnp.ones((2, 3))).shape
-    (2, 1)
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> from flax import nnx
+        >>> from lazyinit.interop.flax import NnxModule
+        >>> lazy = NnxModule(lambda rngs, x: nnx.Linear(x.shape[-1], 4, rngs=rngs))
+        >>> model = li.Sequential([lazy, li.nn.relu, li.Linear(1)])
+        >>> params = li.dry_run(model, jax.random.key(0), jnp.ones((2, 3)))
+        >>> jax.tree.map(jnp.shape, params)
+        {'0': {'bias': (4,), 'kernel': (3, 4)}, '2': {'bias': (1,), 'kernel': (4, 1)}}
+        >>> model(params, jnp.ones((2, 3))).shape
+        (2, 1)
     """
 
     module: Any
@@ -251,11 +252,12 @@ class NnxModule(Layer):
 def nnx_params(module: Any) -> Params:
     """The ``nnx.Param`` values of an nnx model as a lazyinit params tree (string keys).
 
-    >>> import jax, jax.numpy as jnp
-    >>> from flax import nnx
-    >>> from lazyinit.interop.flax import nnx_params
-    >>> jax.tree.map(jnp.shape, nnx_params(nnx.Linear(3, 4, rngs=nnx.Rngs(0))))
-    {'bias': (4,), 'kernel': (3, 4)}
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from lazyinit.interop.flax import nnx_params
+        >>> jax.tree.map(jnp.shape, nnx_params(nnx.Linear(3, 4, rngs=nnx.Rngs(0))))
+        {'bias': (4,), 'kernel': (3, 4)}
     """
     return _paths.unflatten(_pure(_split(module, "nnx_params")[1]))
 
@@ -268,14 +270,15 @@ def update_nnx(module: Any, params: Params) -> None:
     Raises:
       StateMismatchError: listing every missing, unexpected and mis-shaped path.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> from flax import nnx
-    >>> from lazyinit.interop.flax import update_nnx
-    >>> params = li.dry_run(li.Linear(4), jax.random.key(0), jnp.ones((2, 3)))
-    >>> linear = nnx.Linear(3, 4, rngs=nnx.Rngs(0))
-    >>> update_nnx(linear, params)
-    >>> bool((linear(jnp.ones((2, 3))) == li.Linear(4)(params, jnp.ones((2, 3)))).all())
-    True
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> from flax import nnx
+        >>> from lazyinit.interop.flax import update_nnx
+        >>> params = li.dry_run(li.Linear(4), jax.random.key(0), jnp.ones((2, 3)))
+        >>> linear = nnx.Linear(3, 4, rngs=nnx.Rngs(0))
+        >>> update_nnx(linear, params)
+        >>> bool((linear(jnp.ones((2, 3))) == li.Linear(4)(params, jnp.ones((2, 3)))).all())
+        True
     """
     graphdef, state = _split(module, "update_nnx")
     want = _pure(state)

@@ -211,14 +211,15 @@ class FlaxModule(Layer):
     as it is. Call-time keyword arguments reach the module (``rngs=`` too);
     ``method`` names another method of the module to call.
 
-    >>> import jax, jax.numpy as jnp, flax.linen as nn, lazyinit as li
-    >>> from lazyinit.interop.flax import FlaxModule
-    >>> model = li.Sequential([FlaxModule(nn.Dense(4)), li.nn.relu, li.Linear(1)])
-    >>> params = li.dry_run(model, jax.random.key(0), jnp.ones((2, 3)))
-    >>> jax.tree.map(jnp.shape, params)
-    {'0': {'params': {'bias': (4,), 'kernel': (3, 4)}}, '2': {'bias': (1,), 'kernel': (4, 1)}}
-    >>> model(params, jnp.ones((2, 3))).shape
-    (2, 1)
+    Examples:
+        >>> import jax, jax.numpy as jnp, flax.linen as nn, lazyinit as li
+        >>> from lazyinit.interop.flax import FlaxModule
+        >>> model = li.Sequential([FlaxModule(nn.Dense(4)), li.nn.relu, li.Linear(1)])
+        >>> params = li.dry_run(model, jax.random.key(0), jnp.ones((2, 3)))
+        >>> jax.tree.map(jnp.shape, params)
+        {'0': {'params': {'bias': (4,), 'kernel': (3, 4)}}, '2': {'bias': (1,), 'kernel': (4, 1)}}
+        >>> model(params, jnp.ones((2, 3))).shape
+        (2, 1)
     """
 
     module: Any
@@ -363,12 +364,13 @@ def from_flax_variables(
       StateMismatchError: listing every missing, unexpected and mis-shaped
         variable; nothing is converted.
 
-    >>> import jax, jax.numpy as jnp, flax.linen as nn, lazyinit as li
-    >>> from lazyinit.interop.flax import from_flax_variables
-    >>> variables = nn.Dense(4).init(jax.random.key(0), jnp.ones((2, 3)))
-    >>> params, report = from_flax_variables(li.Linear(4), variables, jnp.ones((2, 3)))
-    >>> jax.tree.map(jnp.shape, params)
-    {'bias': (4,), 'kernel': (3, 4)}
+    Examples:
+        >>> import jax, jax.numpy as jnp, flax.linen as nn, lazyinit as li
+        >>> from lazyinit.interop.flax import from_flax_variables
+        >>> variables = nn.Dense(4).init(jax.random.key(0), jnp.ones((2, 3)))
+        >>> params, report = from_flax_variables(li.Linear(4), variables, jnp.ones((2, 3)))
+        >>> jax.tree.map(jnp.shape, params)
+        {'bias': (4,), 'kernel': (3, 4)}
     """
     _register_builtins()
     flat = {p: meta.unbox(v) for p, v in sorted(_walk_variables(variables), key=_natural)}
@@ -397,12 +399,13 @@ def to_flax_variables(
     The inverse of :func:`from_flax_variables`; the sample is optional, as in
     ``lazyinit.interop.torch.to_torch_state_dict``.
 
-    >>> import jax, jax.numpy as jnp, flax.linen as nn, lazyinit as li
-    >>> from lazyinit.interop.flax import to_flax_variables
-    >>> params = li.dry_run(li.Linear(4), jax.random.key(0), jnp.ones((2, 3)))
-    >>> variables = to_flax_variables(li.Linear(4), params)
-    >>> nn.Dense(4).apply(variables, jnp.ones((2, 3))).shape
-    (2, 4)
+    Examples:
+        >>> import jax, jax.numpy as jnp, flax.linen as nn, lazyinit as li
+        >>> from lazyinit.interop.flax import to_flax_variables
+        >>> params = li.dry_run(li.Linear(4), jax.random.key(0), jnp.ones((2, 3)))
+        >>> variables = to_flax_variables(li.Linear(4), params)
+        >>> nn.Dense(4).apply(variables, jnp.ones((2, 3))).shape
+        (2, 4)
     """
     _register_builtins()
     flat = _convert.export_state(FRAMEWORK, model, params, sample, kwargs, rename=rename)

@@ -399,15 +399,16 @@ def from_torch_state_dict(
       StateMismatchError: listing every missing, unexpected, uninitialized or
         mis-shaped entry; nothing is converted.
 
-    >>> import jax, jax.numpy as jnp, torch, lazyinit as li
-    >>> from lazyinit.interop.torch import from_torch_state_dict
-    >>> torch_mlp = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
-    >>> model = li.Sequential([li.Linear(4), li.nn.relu, li.Linear(1)])
-    >>> params, report = from_torch_state_dict(model, torch_mlp, jnp.ones((2, 3)))
-    >>> jax.tree.map(jnp.shape, params)
-    {'0': {'bias': (4,), 'kernel': (3, 4)}, '2': {'bias': (1,), 'kernel': (4, 1)}}
-    >>> report.loaded
-    ('0/bias', '0/kernel', '2/bias', '2/kernel')
+    Examples:
+        >>> import jax, jax.numpy as jnp, torch, lazyinit as li
+        >>> from lazyinit.interop.torch import from_torch_state_dict
+        >>> torch_mlp = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+        >>> model = li.Sequential([li.Linear(4), li.nn.relu, li.Linear(1)])
+        >>> params, report = from_torch_state_dict(model, torch_mlp, jnp.ones((2, 3)))
+        >>> jax.tree.map(jnp.shape, params)
+        {'0': {'bias': (4,), 'kernel': (3, 4)}, '2': {'bias': (1,), 'kernel': (4, 1)}}
+        >>> report.loaded
+        ('0/bias', '0/kernel', '2/bias', '2/kernel')
     """
     _register_builtins()
     raw = read_state_dict(state_dict)
@@ -442,12 +443,13 @@ def to_torch_state_dict(
     found by walking ``model.children()``; with one (as for ``li.dry_run``),
     the trace also checks every parameter's shape first.
 
-    >>> import jax, jax.numpy as jnp, torch, lazyinit as li
-    >>> from lazyinit.interop.torch import to_torch_state_dict
-    >>> model = li.Sequential([li.Linear(4), li.nn.relu, li.Linear(1)])
-    >>> params = li.dry_run(model, jax.random.key(0), jnp.ones((2, 3)))
-    >>> {k: tuple(v.shape) for k, v in to_torch_state_dict(model, params).items()}
-    {'0.weight': (4, 3), '0.bias': (4,), '2.weight': (1, 4), '2.bias': (1,)}
+    Examples:
+        >>> import jax, jax.numpy as jnp, torch, lazyinit as li
+        >>> from lazyinit.interop.torch import to_torch_state_dict
+        >>> model = li.Sequential([li.Linear(4), li.nn.relu, li.Linear(1)])
+        >>> params = li.dry_run(model, jax.random.key(0), jnp.ones((2, 3)))
+        >>> {k: tuple(v.shape) for k, v in to_torch_state_dict(model, params).items()}
+        {'0.weight': (4, 3), '0.bias': (4,), '2.weight': (1, 4), '2.bias': (1,)}
     """
     import torch
 

@@ -102,11 +102,12 @@ class MultiHeadAttention(Layer):
     rotary position embeddings to queries and keys. ``qkv_features`` and
     ``out_features`` default to the query's feature size.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> attn = li.MultiHeadAttention(num_heads=2, causal=True)
-    >>> params = li.dry_run(attn, jax.random.key(0), jnp.ones((1, 5, 8)))
-    >>> jax.tree.map(jnp.shape, params["query"]), jax.tree.map(jnp.shape, params["out"])
-    ({'bias': (2, 4), 'kernel': (8, 2, 4)}, {'bias': (8,), 'kernel': (2, 4, 8)})
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> attn = li.MultiHeadAttention(num_heads=2, causal=True)
+        >>> params = li.dry_run(attn, jax.random.key(0), jnp.ones((1, 5, 8)))
+        >>> jax.tree.map(jnp.shape, params["query"]), jax.tree.map(jnp.shape, params["out"])
+        ({'bias': (2, 4), 'kernel': (8, 2, 4)}, {'bias': (8,), 'kernel': (2, 4, 8)})
     """
 
     num_heads: int

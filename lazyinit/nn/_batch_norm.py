@@ -82,14 +82,15 @@ class BatchNorm(Layer):
     running ones (call it with ``li.apply(..., mutable=True)``); ``train=False``
     uses the running ones, or the batch's when ``track_running_stats=False``.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> bn = li.BatchNorm()
-    >>> params = li.dry_run(bn, jax.random.key(0), jnp.ones((4, 8, 8, 3)))
-    >>> jax.tree.map(jnp.shape, params)
-    {'bias': (3,), 'mean': (3,), 'scale': (3,), 'var': (3,)}
-    >>> out, updates = li.apply(bn, params, jnp.ones((4, 8, 8, 3)), train=True, mutable=True)
-    >>> sorted(updates)
-    ['mean', 'var']
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> bn = li.BatchNorm()
+        >>> params = li.dry_run(bn, jax.random.key(0), jnp.ones((4, 8, 8, 3)))
+        >>> jax.tree.map(jnp.shape, params)
+        {'bias': (3,), 'mean': (3,), 'scale': (3,), 'var': (3,)}
+        >>> out, updates = li.apply(bn, params, jnp.ones((4, 8, 8, 3)), train=True, mutable=True)
+        >>> sorted(updates)
+        ['mean', 'var']
     """
 
     momentum: float | None = 0.1
@@ -126,11 +127,12 @@ class InstanceNorm(Layer):
     ``track_running_stats=True``, training updates them with the batch average
     of the per-sample statistics and evaluation normalizes with them.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> norm = li.InstanceNorm(affine=True)
-    >>> params = li.dry_run(norm, jax.random.key(0), jnp.ones((2, 10, 4)))
-    >>> jax.tree.map(jnp.shape, params)
-    {'bias': (4,), 'scale': (4,)}
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> norm = li.InstanceNorm(affine=True)
+        >>> params = li.dry_run(norm, jax.random.key(0), jnp.ones((2, 10, 4)))
+        >>> jax.tree.map(jnp.shape, params)
+        {'bias': (4,), 'scale': (4,)}
     """
 
     momentum: float = 0.1

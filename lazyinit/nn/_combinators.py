@@ -21,11 +21,12 @@ __all__ = ["Residual", "Parallel"]
 class Residual(Layer):
     """``x + layer(x)``, with ``layer``'s params under ``'layer'``; a list is a ``Sequential``.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> block = li.Residual([li.LayerNorm(), li.Linear(4)])
-    >>> params = li.dry_run(block, jax.random.key(0), jnp.ones((2, 4)))
-    >>> jax.tree.map(jnp.shape, params)
-    {'layer': {'0': {'bias': (4,), 'scale': (4,)}, '1': {'bias': (4,), 'kernel': (4, 4)}}}
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> block = li.Residual([li.LayerNorm(), li.Linear(4)])
+        >>> params = li.dry_run(block, jax.random.key(0), jnp.ones((2, 4)))
+        >>> jax.tree.map(jnp.shape, params)
+        {'layer': {'0': {'bias': (4,), 'scale': (4,)}, '1': {'bias': (4,), 'kernel': (4, 4)}}}
     """
 
     layer: Layer
@@ -52,11 +53,12 @@ class Residual(Layer):
 class Parallel(Layer):
     """Calls every layer on the same input; returns the tuple of outputs, or ``merge(*outputs)``.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> two = li.Parallel([li.Linear(3), li.Linear(5)], merge=lambda *ys: jnp.concatenate(ys, -1))
-    >>> params = li.dry_run(two, jax.random.key(0), jnp.ones((2, 4)))
-    >>> sorted(params), two(params, jnp.ones((2, 4))).shape
-    (['0', '1'], (2, 8))
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> two = li.Parallel([li.Linear(3), li.Linear(5)], merge=lambda *ys: jnp.concatenate(ys, -1))
+        >>> params = li.dry_run(two, jax.random.key(0), jnp.ones((2, 4)))
+        >>> sorted(params), two(params, jnp.ones((2, 4))).shape
+        (['0', '1'], (2, 8))
     """
 
     layers: Sequence[Callable[..., Any]]

@@ -89,13 +89,14 @@ class Conv(Layer):
     PyTorch, ``padding_mode`` pads with ``'zeros'``, or ``'reflect'``,
     ``'replicate'`` or ``'circular'`` copies of the input.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> conv = li.Conv(8, (3, 3), padding=1)
-    >>> params = li.dry_run(conv, jax.random.key(0), jnp.ones((2, 16, 16, 3)))
-    >>> jax.tree.map(jnp.shape, params)
-    {'bias': (8,), 'kernel': (3, 3, 3, 8)}
-    >>> conv(params, jnp.ones((2, 16, 16, 3))).shape
-    (2, 16, 16, 8)
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> conv = li.Conv(8, (3, 3), padding=1)
+        >>> params = li.dry_run(conv, jax.random.key(0), jnp.ones((2, 16, 16, 3)))
+        >>> jax.tree.map(jnp.shape, params)
+        {'bias': (8,), 'kernel': (3, 3, 3, 8)}
+        >>> conv(params, jnp.ones((2, 16, 16, 3))).shape
+        (2, 16, 16, 8)
     """
 
     out_channels: int

@@ -58,17 +58,18 @@ class ConvTranspose(Layer):
     wanted (or the whole output shape), from which the ``output_padding`` of
     that call is picked, overriding the layer's.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> up = li.ConvTranspose(4, (2, 2), stride=2)
-    >>> params = li.dry_run(up, jax.random.key(0), jnp.ones((1, 5, 5, 3)))
-    >>> jax.tree.map(jnp.shape, params)
-    {'bias': (4,), 'kernel': (2, 2, 3, 4)}
-    >>> up(params, jnp.ones((1, 5, 5, 3))).shape
-    (1, 10, 10, 4)
-    >>> up3 = li.ConvTranspose(4, (3, 3), stride=2, padding=1)
-    >>> params = li.dry_run(up3, jax.random.key(0), jnp.ones((1, 5, 5, 3)), output_size=(10, 10))
-    >>> up3(params, jnp.ones((1, 5, 5, 3)), output_size=(10, 10)).shape
-    (1, 10, 10, 4)
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> up = li.ConvTranspose(4, (2, 2), stride=2)
+        >>> params = li.dry_run(up, jax.random.key(0), jnp.ones((1, 5, 5, 3)))
+        >>> jax.tree.map(jnp.shape, params)
+        {'bias': (4,), 'kernel': (2, 2, 3, 4)}
+        >>> up(params, jnp.ones((1, 5, 5, 3))).shape
+        (1, 10, 10, 4)
+        >>> up3 = li.ConvTranspose(4, (3, 3), stride=2, padding=1)
+        >>> params = li.dry_run(up3, jax.random.key(0), jnp.ones((1, 5, 5, 3)), output_size=(10, 10))
+        >>> up3(params, jnp.ones((1, 5, 5, 3)), output_size=(10, 10)).shape
+        (1, 10, 10, 4)
     """
 
     out_channels: int

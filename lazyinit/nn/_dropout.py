@@ -19,13 +19,14 @@ class Dropout(Layer):
     In training mode it needs ``key=``; ``li.Sequential`` and the combinators
     fold each child's index into it, so two dropouts never share a mask.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> drop = li.Dropout(0.5)
-    >>> li.dry_run(drop, jax.random.key(0), jnp.ones((2, 3)))
-    {}
-    >>> y = drop({}, jnp.ones((2, 3)), train=True, key=jax.random.key(1))
-    >>> sorted(set(y.ravel().tolist()))
-    [0.0, 2.0]
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> drop = li.Dropout(0.5)
+        >>> li.dry_run(drop, jax.random.key(0), jnp.ones((2, 3)))
+        {}
+        >>> y = drop({}, jnp.ones((2, 3)), train=True, key=jax.random.key(1))
+        >>> sorted(set(y.ravel().tolist()))
+        [0.0, 2.0]
     """
 
     rate: float

@@ -30,13 +30,14 @@ class Embedding(Layer):
     small GPT); flax's ``Embed`` draws with standard deviation
     ``1 / sqrt(features)``. Pass ``embedding_init`` for either.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> embed = li.Embedding(100, 8)
-    >>> params = li.dry_run(embed, jax.random.key(0), jnp.zeros((2, 5), jnp.int32))
-    >>> jax.tree.map(jnp.shape, params)
-    {'embedding': (100, 8)}
-    >>> embed.attend(params, jnp.ones((2, 5, 8))).shape  # logits over the vocabulary
-    (2, 5, 100)
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> embed = li.Embedding(100, 8)
+        >>> params = li.dry_run(embed, jax.random.key(0), jnp.zeros((2, 5), jnp.int32))
+        >>> jax.tree.map(jnp.shape, params)
+        {'embedding': (100, 8)}
+        >>> embed.attend(params, jnp.ones((2, 5, 8))).shape  # logits over the vocabulary
+        (2, 5, 100)
     """
 
     num_embeddings: int

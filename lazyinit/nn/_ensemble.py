@@ -27,13 +27,14 @@ class Ensemble(Layer):
     the input carries a leading axis of length ``n`` too and copy ``i`` gets
     slice ``i``. ``key=`` reaches copy ``i`` as ``fold_in(key, i)``.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> heads = li.Ensemble(li.Linear(2), 5)
-    >>> params = li.dry_run(heads, jax.random.key(0), jnp.ones((8, 3)))
-    >>> jax.tree.map(jnp.shape, params)
-    {'bias': (5, 2), 'kernel': (5, 3, 2)}
-    >>> heads(params, jnp.ones((8, 3))).shape
-    (5, 8, 2)
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> heads = li.Ensemble(li.Linear(2), 5)
+        >>> params = li.dry_run(heads, jax.random.key(0), jnp.ones((8, 3)))
+        >>> jax.tree.map(jnp.shape, params)
+        {'bias': (5, 2), 'kernel': (5, 3, 2)}
+        >>> heads(params, jnp.ones((8, 3))).shape
+        (5, 8, 2)
     """
 
     layer: Layer

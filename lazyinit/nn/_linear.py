@@ -23,10 +23,11 @@ class Linear(Layer):
     ``kernel`` is ``(in_features, out_features)`` (flax's layout; PyTorch's
     ``weight`` is its transpose) with logical axes ``axes``.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> params = li.dry_run(li.Linear(4), jax.random.key(0), jnp.ones((2, 3)))
-    >>> jax.tree.map(jnp.shape, params)
-    {'bias': (4,), 'kernel': (3, 4)}
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> params = li.dry_run(li.Linear(4), jax.random.key(0), jnp.ones((2, 3)))
+        >>> jax.tree.map(jnp.shape, params)
+        {'bias': (4,), 'kernel': (3, 4)}
     """
 
     out_features: int

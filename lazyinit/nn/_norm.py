@@ -49,10 +49,11 @@ def _rms_normalize(x: jax.Array, eps: float) -> jax.Array:
 class LayerNorm(Layer):
     """Normalizes over the last axis (PyTorch's ``LayerNorm(x.shape[-1])``, flax's ``LayerNorm``).
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> params = li.dry_run(li.LayerNorm(), jax.random.key(0), jnp.ones((2, 5, 8)))
-    >>> jax.tree.map(jnp.shape, params)
-    {'bias': (8,), 'scale': (8,)}
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> params = li.dry_run(li.LayerNorm(), jax.random.key(0), jnp.ones((2, 5, 8)))
+        >>> jax.tree.map(jnp.shape, params)
+        {'bias': (8,), 'scale': (8,)}
     """
 
     eps: float = 1e-5
@@ -75,10 +76,11 @@ class LayerNorm(Layer):
 class RMSNorm(Layer):
     """``x / sqrt(mean(x**2) + eps) * scale`` over the last axis (PyTorch's and Llama's ``RMSNorm``).
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> params = li.dry_run(li.RMSNorm(), jax.random.key(0), jnp.ones((2, 5, 8)))
-    >>> jax.tree.map(jnp.shape, params)
-    {'scale': (8,)}
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> params = li.dry_run(li.RMSNorm(), jax.random.key(0), jnp.ones((2, 5, 8)))
+        >>> jax.tree.map(jnp.shape, params)
+        {'scale': (8,)}
     """
 
     eps: float = 1e-6
@@ -99,10 +101,11 @@ class RMSNorm(Layer):
 class GroupNorm(Layer):
     """Normalizes each sample over groups of ``channels // num_groups`` channels and all spatial axes.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> params = li.dry_run(li.GroupNorm(2), jax.random.key(0), jnp.ones((2, 4, 4, 6)))
-    >>> jax.tree.map(jnp.shape, params)
-    {'bias': (6,), 'scale': (6,)}
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> params = li.dry_run(li.GroupNorm(2), jax.random.key(0), jnp.ones((2, 4, 4, 6)))
+        >>> jax.tree.map(jnp.shape, params)
+        {'bias': (6,), 'scale': (6,)}
     """
 
     num_groups: int

@@ -65,9 +65,10 @@ def _pool_specs(layer: Any, x: Any) -> dict:
 class MaxPool(Layer):
     """The maximum over each window; padding counts as ``-inf``.
 
-    >>> import jax.numpy as jnp, lazyinit as li
-    >>> li.MaxPool(2)({}, jnp.ones((1, 8, 8, 3))).shape
-    (1, 4, 4, 3)
+    Examples:
+        >>> import jax.numpy as jnp, lazyinit as li
+        >>> li.MaxPool(2)({}, jnp.ones((1, 8, 8, 3))).shape
+        (1, 4, 4, 3)
     """
 
     window: int | tuple[int, ...]
@@ -88,9 +89,10 @@ class MaxPool(Layer):
 class AvgPool(Layer):
     """The mean over each window; ``count_include_pad`` as in PyTorch (padding counts as zeros).
 
-    >>> import jax.numpy as jnp, lazyinit as li
-    >>> li.AvgPool(3, stride=1, padding=1)({}, jnp.ones((1, 5, 2))).shape
-    (1, 5, 2)
+    Examples:
+        >>> import jax.numpy as jnp, lazyinit as li
+        >>> li.AvgPool(3, stride=1, padding=1)({}, jnp.ones((1, 5, 2))).shape
+        (1, 5, 2)
     """
 
     window: int | tuple[int, ...]
@@ -116,9 +118,10 @@ class AvgPool(Layer):
 class GlobalAvgPool(Layer):
     """The mean over all spatial axes: ``(N, *spatial, C) -> (N, C)`` (PyTorch's ``AdaptiveAvgPool(1)`` + flatten).
 
-    >>> import jax.numpy as jnp, lazyinit as li
-    >>> li.GlobalAvgPool()({}, jnp.ones((2, 4, 4, 8))).shape
-    (2, 8)
+    Examples:
+        >>> import jax.numpy as jnp, lazyinit as li
+        >>> li.GlobalAvgPool()({}, jnp.ones((2, 4, 4, 8))).shape
+        (2, 8)
     """
 
     channels_first: bool = False

@@ -73,11 +73,12 @@ def mixed_precision(model: Any, compute_dtype: Any = "bfloat16") -> Any:
     the same params serve both models. Layers of your own receive inputs in
     ``compute_dtype`` and may use :func:`compute_in` to follow the policy.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> model = li.mixed_precision(li.Sequential([li.Linear(4), li.nn.relu, li.Linear(2)]))
-    >>> params = li.dry_run(model, jax.random.key(0), jnp.ones((3, 5)))
-    >>> params["0"]["kernel"].dtype, model(params, jnp.ones((3, 5))).dtype
-    (dtype('float32'), dtype(bfloat16))
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> model = li.mixed_precision(li.Sequential([li.Linear(4), li.nn.relu, li.Linear(2)]))
+        >>> params = li.dry_run(model, jax.random.key(0), jnp.ones((3, 5)))
+        >>> params["0"]["kernel"].dtype, model(params, jnp.ones((3, 5))).dtype
+        (dtype('float32'), dtype(bfloat16))
     """
     try:
         dtype = np.dtype(compute_dtype)

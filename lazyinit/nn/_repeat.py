@@ -70,15 +70,16 @@ class Repeat(Layer):
     is ``jax.lax.scan``'s (steps per loop iteration). Buffers (BatchNorm
     statistics) are stacked too and updated per copy.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> block = li.Residual([li.LayerNorm(), li.Linear(4)])
-    >>> deep = li.Repeat(block, 3)
-    >>> params = li.dry_run(deep, jax.random.key(0), jnp.ones((2, 4)))
-    >>> jax.tree.map(jnp.shape, params)["layer"]["1"]
-    {'bias': (3, 4), 'kernel': (3, 4, 4)}
-    >>> unrolled = li.dry_run(li.Sequential([block] * 3), jax.random.key(0), jnp.ones((2, 4)))
-    >>> bool((params["layer"]["1"]["kernel"][2] == unrolled["2"]["layer"]["1"]["kernel"]).all())
-    True
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> block = li.Residual([li.LayerNorm(), li.Linear(4)])
+        >>> deep = li.Repeat(block, 3)
+        >>> params = li.dry_run(deep, jax.random.key(0), jnp.ones((2, 4)))
+        >>> jax.tree.map(jnp.shape, params)["layer"]["1"]
+        {'bias': (3, 4), 'kernel': (3, 4, 4)}
+        >>> unrolled = li.dry_run(li.Sequential([block] * 3), jax.random.key(0), jnp.ones((2, 4)))
+        >>> bool((params["layer"]["1"]["kernel"][2] == unrolled["2"]["layer"]["1"]["kernel"]).all())
+        True
     """
 
     block: Layer
@@ -197,9 +198,10 @@ def unstack_layers(tree: Params, at: str | None = None) -> Params:
     default); the result is what ``Sequential([block] * n)`` has there, with
     the same values. The input is not changed.
 
-    >>> import jax.numpy as jnp, lazyinit as li
-    >>> li.unstack_layers({"w": jnp.arange(6).reshape(3, 2)})["2"]["w"].tolist()
-    [4, 5]
+    Examples:
+        >>> import jax.numpy as jnp, lazyinit as li
+        >>> li.unstack_layers({"w": jnp.arange(6).reshape(3, 2)})["2"]["w"].tolist()
+        [4, 5]
     """
 
     def convert(sub: Any, where: str) -> Params:
@@ -225,9 +227,10 @@ def stack_layers(tree: Params, at: str | None = None) -> Params:
     The inverse of :func:`unstack_layers`: every copy must have the same paths,
     shapes and dtypes.
 
-    >>> import jax.numpy as jnp, lazyinit as li
-    >>> li.stack_layers({"0": {"w": jnp.zeros(2)}, "1": {"w": jnp.ones(2)}})["w"].shape
-    (2, 2)
+    Examples:
+        >>> import jax.numpy as jnp, lazyinit as li
+        >>> li.stack_layers({"0": {"w": jnp.zeros(2)}, "1": {"w": jnp.ones(2)}})["w"].shape
+        (2, 2)
     """
 
     def convert(sub: Any, where: str) -> Params:

@@ -21,9 +21,10 @@ class Flatten(Layer):
     PyTorch's ``(N, C, H, W)`` flatten: a ``Linear`` after it needs its rows
     permuted when weights move between the two.
 
-    >>> import jax.numpy as jnp, lazyinit as li
-    >>> li.Flatten()({}, jnp.ones((2, 3, 4, 5))).shape
-    (2, 60)
+    Examples:
+        >>> import jax.numpy as jnp, lazyinit as li
+        >>> li.Flatten()({}, jnp.ones((2, 3, 4, 5))).shape
+        (2, 60)
     """
 
     start_axis: int = 1

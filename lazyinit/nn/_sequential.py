@@ -76,13 +76,14 @@ class Sequential(Layer):
     layer whose ``__call__`` accepts them; ``key=`` reaches layer ``i`` as
     ``jax.random.fold_in(key, i)``.
 
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> mlp = li.Sequential([li.Linear(8), li.nn.relu, li.Linear(1)])
-    >>> params = li.dry_run(mlp, jax.random.key(0), jnp.ones((4, 3)))
-    >>> sorted(params)
-    ['0', '2']
-    >>> mlp(params, jnp.ones((4, 3))).shape
-    (4, 1)
+    Examples:
+        >>> import jax, jax.numpy as jnp, lazyinit as li
+        >>> mlp = li.Sequential([li.Linear(8), li.nn.relu, li.Linear(1)])
+        >>> params = li.dry_run(mlp, jax.random.key(0), jnp.ones((4, 3)))
+        >>> sorted(params)
+        ['0', '2']
+        >>> mlp(params, jnp.ones((4, 3))).shape
+        (4, 1)
     """
 
     layers: Sequence[Callable[..., Any]]
