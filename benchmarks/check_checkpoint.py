@@ -27,7 +27,9 @@ import lazyinit as li
 
 
 def mlp(width: int) -> li.Layer:
-    return li.Sequential([li.Linear(width), li.nn.relu, li.Linear(width), li.nn.relu, li.Linear(10)])
+    return li.Sequential(
+        [li.Linear(width), li.nn.relu, li.Linear(width), li.nn.relu, li.Linear(10)]
+    )
 
 
 def width_for(nbytes: int) -> int:
