@@ -33,10 +33,12 @@ paths ``__call__`` really indexes ``params`` with, whatever the style
 :func:`lazyinit.lazy_state` with a sample gives exactly those paths; without
 one it derives what the layers declare and shows a layer it cannot know
 without tracing as one placeholder of unknown structure
-(:mod:`lazyinit._structure`); a dry run names, by path, where the trace
-contradicts that derivation. ``li.partition``, ``li.summary`` and
-``li.describe`` use the sample's trace or the one a dry run cached, never a
-guess.
+(:mod:`lazyinit._structure`). Every trace checks that derivation: a field
+child called with another sub-dict than its name says is a
+:class:`~lazyinit.errors.DeriveStructureError` naming the fix, so the derived
+and the traced paths never silently disagree. Functions that get no sample
+work from the derivation and what they were given, never from a trace that
+happened to run earlier: the trace cache changes speed, never an answer.
 
 **Calls.** A real call checks its params against the specs of its trace
 for these input shapes (paths, shapes, integer dtypes) before computing, and
@@ -53,7 +55,7 @@ only the holes are drawn. Keys that the model does not have are an error
 and lists them in its report); nothing is dropped silently. The rules are
 PyTorch's ``load_state_dict`` rules, written once in :mod:`lazyinit._match`,
 and every entry point (``dry_run``, :func:`lazyinit.load_state`, ``li.load``,
-``li.summary``) applies them with the same words.
+the converters, ``li.summary``) applies them with the same words.
 """
 
 from __future__ import annotations
