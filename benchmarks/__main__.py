@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import platform
 import sys
 import time
 
-import jax
-
 from . import common, figures, figures_transforms, registry
+from .report import machine_line
 
 # --quick is CI's smoke test (under a minute on 2 cores): every figure (but 9a) and every library
 # run once at tiny sizes, on the MLP (figure 8: the decoder, jax and lazyinit). Each library's CNN
@@ -24,22 +21,6 @@ from . import common, figures, figures_transforms, registry
 QUICK_MODELS = ("mlp",)
 QUICK_DEPTH_LIBS = ("jax", "lazyinit")
 QUICK_SKIPS = ("9a",)  # unless --figures names it; li.Repeat is compiled by its own tests
-
-
-def machine_line() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    device = jax.devices()[0]
-    return (
-        f"Machine: {cpu}, {os.cpu_count()} cores, {device.platform} ({device.device_kind}); "
-        f"jax {jax.__version__}, Python {platform.python_version()}; "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average {load:.2f} at start"
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ import lazyinit as li
 from examples import models
 
 from .models_flax import Decoder as FlaxBlock
-from .report import Table, fmt_bytes, fmt_time, median, ratio, verdict
+from .report import Table, fmt_bytes, fmt_time, machine_line, median, ratio, verdict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -340,8 +340,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figures", nargs="*", default=list(FIGURES), choices=list(FIGURES))
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    from .__main__ import machine_line
-
     out = [machine_line(), ""]
     print(out[0], flush=True)
     for table in run(args.quick, tuple(args.figures)):

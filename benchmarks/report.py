@@ -1,10 +1,16 @@
-"""Plain-text tables: medians with min-max, ratios against a baseline, targets met or missed."""
+"""Plain-text tables: medians with min-max, ratios against a baseline, targets met or missed;
+the machine line that heads every report."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import platform
 import statistics
+import time
 from collections.abc import Sequence
+
+import jax
 
 
 def fmt_time(s: float | None) -> str:
@@ -71,3 +77,20 @@ class Table:
         out += [line(r) for r in self.rows]
         out += [""] + [f"{n}" for n in self.notes] if self.notes else []
         return "\n".join(out) + "\n"
+
+
+def machine_line() -> str:
+    """The machine, the versions, the time and the load: the first line of every report."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    device = jax.devices()[0]
+    return (
+        f"Machine: {cpu}, {os.cpu_count()} cores, {device.platform} ({device.device_kind}); "
+        f"jax {jax.__version__}, Python {platform.python_version()}; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average {load:.2f} at start"
+    )

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -123,3 +124,41 @@ def test_the_checkpoint_leaves_benchmark_runs_in_quick_mode(capsys):
     rows = [line for line in out.splitlines() if line.startswith("| 1,000") or "| 5,000" in line]
     assert len(rows) == 2 and all(line.count("x |") == 2 for line in rows), out
     assert "load / save at 5,000 leaves:" in out and "target <= 2x" in out
+
+
+def benchmark_imports(path: Path) -> set[str]:
+    """The modules of ``benchmarks/`` that ``path`` imports, at any depth (function-local too)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:  # from . import x / from .x import y
+            out.update([node.module] if node.module else [a.name for a in node.names])
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("benchmarks."):
+            out.add(node.module.split(".")[1])
+    return {m.split(".")[0] for m in out}
+
+
+def import_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One cycle of ``graph`` as the modules along it, or ``[]``."""
+    state: dict[str, str] = {}
+
+    def visit(node: str, trail: list[str]) -> list[str]:
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return [*trail[trail.index(nxt) :], nxt] if nxt in trail else [node, nxt]
+            if nxt not in state and (cycle := visit(nxt, [*trail, nxt])):
+                return cycle
+        state[node] = "done"
+        return []
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start, [start])):
+            return cycle
+    return []
+
+
+def test_the_benchmark_modules_import_each_other_without_a_cycle():
+    graph = {p.stem: benchmark_imports(p) for p in (ROOT / "benchmarks").glob("*.py")}
+    assert import_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert graph["figures_transforms"] >= {"report", "models_flax"}
+    assert import_cycle(graph) == [], "benchmarks/ modules import each other in a circle"
