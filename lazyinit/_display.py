@@ -102,7 +102,7 @@ def describe(model: Any, /, *args: Any, **kwargs: Any) -> Described:
 
     Composite layers print their children as PyTorch does (``(fc1): ...``);
     leaves print their configuration, preceded by the inferred sizes that
-    :data:`INFERRED` names (``in_features=``) or followed by a comment with their
+    the layer names (``in_features=``) or followed by a comment with their
     parameters' shapes. A child the sample never reached keeps its plain repr.
     Without a sample, the sizes that depend on the input print as ``?`` (PyTorch
     prints a lazy module's as 0), from what the layers declare.

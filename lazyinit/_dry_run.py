@@ -66,7 +66,7 @@ def dry_run(
         kernel per kind of parameter (same values; slower to compile).
       mesh: a ``jax.sharding.Mesh`` (or, for an abstract run, an
         ``AbstractMesh``) to shard every parameter over, as ``rules`` maps
-        its logical axes (see :mod:`lazyinit._sharding`). All parameters are
+        its logical axes (see :func:`lazyinit.plan`). All parameters are
         then drawn in one jit-compiled call straight into their
         ``NamedSharding``, with the same values as without a mesh; loaded
         leaves are placed in the same layout. ``device=`` and placeholders'

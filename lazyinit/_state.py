@@ -103,7 +103,7 @@ def load_state(
     Every problem is reported at once, and the inputs are never modified (numpy
     leaves are copied). Dtypes must match unless ``cast=True``, which converts
     and reports. The rules are those of every other entry point
-    (:mod:`lazyinit._match`).
+    (``lazyinit._match``).
 
     Returns:
       ``(merged, report)``: a new tree shaped like ``current``, and a :class:`Report`.

@@ -95,7 +95,7 @@ class Summary:
 
     Attributes:
       title: the model's type name.
-      rows: one :class:`Row` per layer call shown, in call order.
+      rows: one ``Row`` per layer call shown, in call order.
       params: every parameter once, by path (shared weights count once).
       unexpected: paths of the given params tree that the model has no place for.
     """
@@ -328,7 +328,8 @@ def summary(
       model: a :class:`lazyinit.Layer`.
       *args: a sample of what the model is called with after ``params``.
       params: optional params tree or lazy state; adds a status column
-        (see :data:`STATUSES`) and counts each leaf's dtype as it is.
+        (uninitialized, abstract, initialized, loaded, missing or
+        mismatch) and counts each leaf's dtype as it is.
       report: the :class:`lazyinit.Report` of the load or dry run that made
         ``params``; its ``loaded`` and ``kept`` paths show as ``loaded``.
       dtype: the dtype to count bytes in where ``params`` does not say, as in

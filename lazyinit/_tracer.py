@@ -42,7 +42,7 @@ happened to run earlier: the trace cache changes speed, never an answer.
 
 **Calls.** A real call checks its params against the specs of its trace
 for these input shapes (paths, shapes, integer dtypes) before computing, and
-raises :class:`~lazyinit.StateMismatchError` naming every offending path;
+raises :class:`~lazyinit.errors.StateMismatchError` naming every offending path;
 under ``jax.jit`` the check runs once, at tracing.
 
 **Loading.** ``state=`` passes what is already known: a loaded checkpoint, a

@@ -7,7 +7,7 @@ or ``TypeError``). Messages say what failed, the parameter path, expected
 against found, and what to do; ``docs/troubleshooting.md`` has a section per class.
 
 The load rules' errors own their words: :class:`StateMismatchError` is built
-from the rule lines of :mod:`lazyinit._match` (one line per offending path,
+from the rule lines of ``lazyinit._match`` (one line per offending path,
 worded once for every entry point) and formats the message itself.
 
 >>> import lazyinit as li
@@ -117,7 +117,7 @@ class StateMismatchError(LazyInitError, ValueError):
 
     Built from every rule line that applies (``size mismatch for 'fc1/kernel': found shape
     (10, 7), expected (10, 3)``), all at once, never only the first; the words of each line
-    are those of :mod:`lazyinit._match`, the same at every entry point.
+    are those of ``lazyinit._match``, the same at every entry point.
 
     Attributes:
       problems: one line per offending path.

@@ -1,8 +1,8 @@
 """Checkpoint storage: one portable safetensors file per tree, and orbax directories for training.
 
-* :func:`save` and :func:`load` write and read one file (:mod:`._format` holds its
+* :func:`save` and :func:`load` write and read one file (``_format.py`` holds its
   bytes): atomic, checksummed, never unpickled, checked against a ``like`` tree by the
-  load rules of the core (:mod:`lazyinit._match`); :func:`check_checkpoint` answers
+  load rules of the core (``lazyinit._match``); :func:`check_checkpoint` answers
   from the header alone.
 * :class:`TrainingCheckpoints` keeps the last few steps of a training run (params,
   optimizer state, step) through orbax-checkpoint.

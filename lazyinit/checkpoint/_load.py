@@ -1,7 +1,7 @@
 """``save`` and ``load``: one portable, safe file per parameter tree, restored against a template.
 
 The file is safetensors with lazyinit's metadata (see
-:mod:`lazyinit._checkpoint_format`): arrays under their ``/``-joined paths,
+:mod:`lazyinit.checkpoint._format`): arrays under their ``/``-joined paths,
 placeholders with their known dimensions and dtype, a format version and a
 checksum. Loading never unpickles and never runs code from the file. Saving
 is atomic. Loading against a ``like`` tree checks every path, shape and dtype
@@ -248,8 +248,8 @@ def load(
 
     Raises:
       ReadCheckpointError: the file is truncated, corrupt, not a regular file or
-        not a lazyinit checkpoint (:class:`ReadPickleError` for pickle-based
-        files, :class:`ReadVersionError` for a newer format version).
+        not a lazyinit checkpoint (:class:`~lazyinit.errors.ReadPickleError` for pickle-based
+        files, :class:`~lazyinit.errors.ReadVersionError` for a newer format version).
       StateMismatchError: the file does not fit ``like``; lists every path.
       InvalidTreeError: ``like`` holds something other than arrays,
         ``ShapeDtypeStruct``s and placeholders.
@@ -287,7 +287,7 @@ def _load(path: str, like: Params | None, strict: bool, cast: bool) -> tuple[Par
 
 def _transfer(decided: _Decisions, arrays: dict[str, np.ndarray]) -> dict[Path, Any]:
     """The planned leaves: placeholders as they are, arrays moved to their devices one batch
-    per placement (:func:`lazyinit._host_to_device.put_many`: a ``device_put`` per leaf is what
+    per placement (:func:`lazyinit.checkpoint._host_to_device.put_many`: a ``device_put`` per leaf is what
     made 100,000 leaves slow)."""
     out: dict[Path, Any] = {}
     batches: dict[Any, list[tuple[Path, np.ndarray]]] = {}

@@ -18,7 +18,7 @@ packed ``in_proj_weight``).
 Conversion validates everything first (missing and unexpected entries, and
 each entry's shape against what the rule expects, derived by
 ``jax.eval_shape`` of the rule's export function) and raises one
-:class:`~lazyinit.StateMismatchError` listing every problem; only then does it
+:class:`~lazyinit.errors.StateMismatchError` listing every problem; only then does it
 build a new tree. The caller's data is only ever read.
 """
 

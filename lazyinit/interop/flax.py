@@ -30,8 +30,8 @@ lazyinit model whose layer names mirror the flax module's submodule names
 (The layers' options are not converted: build each side with the same
 ``eps``, ``momentum`` and so on; flax's ``momentum`` is ``1 -`` lazyinit's.)
 
-``flax.nnx`` modules are wrapped by :class:`NnxModule` (see
-:mod:`lazyinit.interop._nnx`), re-exported here with :func:`nnx_params` and
+``flax.nnx`` modules are wrapped by :class:`NnxModule` (in
+``lazyinit.interop._nnx``), re-exported here with :func:`nnx_params` and
 :func:`update_nnx`.
 """
 

@@ -25,7 +25,7 @@ right converter is picked per layer type:
   (:func:`register` a converter for your own layers).
 
 Import validates everything first and raises one
-:class:`~lazyinit.StateMismatchError` listing every missing, unexpected and
+:class:`~lazyinit.errors.StateMismatchError` listing every missing, unexpected and
 mis-shaped entry (with a hint when a shape is the transpose of the expected
 one); the caller's state dict is only read. The result is a plain nested dict
 to pass to ``li.dry_run(..., state=...)`` or ``li.load_state``.

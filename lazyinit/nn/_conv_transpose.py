@@ -1,7 +1,7 @@
 """``ConvTranspose``: PyTorch's ``LazyConvTranspose{1,2,3}d``, flax's ``ConvTranspose``.
 
 Same kernel layout and options as :class:`~lazyinit.Conv` (see
-:mod:`lazyinit._conv`), plus ``output_padding``. The transposed convolution
+:mod:`lazyinit.nn._conv`), plus ``output_padding``. The transposed convolution
 is computed as a convolution of the stride-dilated input with padding
 ``dilation * (k - 1) - padding`` on each side, which is what both libraries do.
 """
