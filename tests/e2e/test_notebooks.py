@@ -55,35 +55,78 @@ def test_the_four_notebooks_exist_and_are_stored_without_outputs():
         assert all(not c.outputs and c.execution_count is None for c in code), path.name
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_top_to_bottom(path, kernel_env, monkeypatch, tmp_path):
+def execute(path: pathlib.Path, folder: pathlib.Path):
+    """``path`` run top to bottom on a fresh kernel whose working directory is ``folder``."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    for name, value in kernel_env.items():
-        monkeypatch.setenv(name, value)
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb,
         kernel_name=KERNEL,
         timeout=300,
-        resources={"metadata": {"path": str(tmp_path)}},  # files a notebook writes go here
+        resources={"metadata": {"path": str(folder)}},  # files a notebook writes go here
     )
     try:
         client.execute()
     except CellExecutionError as e:
         pytest.fail(f"{path.name} failed:\n{e}", pytrace=False)
-    problems = [f"cell {i}: {p}" for i, cell in enumerate(nb.cells) for p in output_problems(cell)]
+    return nb
+
+
+def shown(nb) -> list[tuple[str, list[dict[str, str | None]]]]:
+    """What each code cell shows a reader: its stdout (however the kernel split it into chunks)
+    and each displayed object. Not stderr, where tqdm's bar prints timings, nor treescope's HTML,
+    which embeds a compressed payload with random element ids (its text/plain is compared)."""
+    keep = ("text/plain", "text/html", "image/png")
+    cells = []
+    for cell in (c for c in nb.cells if c.cell_type == "code"):
+        stdout = "".join(
+            o.text for o in cell.outputs if o.output_type == "stream" and o.name == "stdout"
+        )
+        shown = []
+        for out in (o for o in cell.outputs if o.output_type in ("display_data", "execute_result")):
+            data = {k: out.data.get(k) for k in keep}
+            if "treescope" in (data["text/html"] or ""):
+                data["text/html"] = None
+            shown.append(data)
+        cells.append((stdout, shown))
+    return cells
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_twice_in_one_folder_and_shows_the_same(
+    path, kernel_env, monkeypatch, tmp_path
+):
+    """Run all, then run all again in the same folder (a reader does): the second run must not
+    find what the first left (checkpoints to resume), and neither leaves a file behind, in the
+    notebook's folder or in the temporary directory."""
+    folder, scratch = tmp_path / "notebooks", tmp_path / "tmp"
+    folder.mkdir(), scratch.mkdir()
+    for name, value in {**kernel_env, "TMPDIR": str(scratch)}.items():
+        monkeypatch.setenv(name, value)
+    first = execute(path, folder)
+    left = sorted(p.name for p in [*folder.iterdir(), *scratch.iterdir()])
+    assert left == [], f"{path.name} left {left} behind"
+    problems = [
+        f"cell {i}: {p}" for i, cell in enumerate(first.cells) for p in output_problems(cell)
+    ]
     assert not problems, f"{path.name}:\n" + "\n".join(problems)
-    summaries = [c for c in nb.cells if c.cell_type == "code" and ends_in_summary(c.source)]
+    summaries = [c for c in first.cells if c.cell_type == "code" and ends_in_summary(c.source)]
     if path.stem == "quickstart":
         assert summaries, "the quickstart shows li.summary"
     for cell in summaries:  # shown once: one HTML table, with the table as its text
-        shown = [o for o in cell.outputs if o.output_type in ("display_data", "execute_result")]
-        assert len(shown) == 1, cell.source
-        assert 'class="lazyinit-summary"' in shown[0].data["text/html"], cell.source
-        assert "summary" in shown[0].data["text/plain"].splitlines()[0], cell.source
+        displayed = [o for o in cell.outputs if o.output_type in ("display_data", "execute_result")]
+        assert len(displayed) == 1, cell.source
+        assert 'class="lazyinit-summary"' in displayed[0].data["text/html"], cell.source
+        assert "summary" in displayed[0].data["text/plain"].splitlines()[0], cell.source
+
+    second = execute(path, folder)
+    left = sorted(p.name for p in [*folder.iterdir(), *scratch.iterdir()])
+    assert left == [], f"{path.name} left {left} behind on its second run"
+    for i, (a, b) in enumerate(zip(shown(first), shown(second), strict=True)):
+        assert a == b, f"{path.name}: code cell {i} shows something else on a second run"
 
 
 def ends_in_summary(source: str) -> bool:
