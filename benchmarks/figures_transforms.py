@@ -30,6 +30,7 @@ import numpy as np
 import lazyinit as li
 from examples import models
 
+from . import common
 from .models_flax import Decoder as FlaxBlock
 from .report import Table, fmt_bytes, fmt_time, machine_line, median, ratio, verdict
 
@@ -59,7 +60,7 @@ QUICK = Sizes(
     seq=8,
     batch=2,
     remat_seq=32,
-    remat_layers=2,
+    remat_layers=1,
     ensemble=2,
     mlp=(6, 8, 3),
     mlp_batch=4,
@@ -274,7 +275,7 @@ def figure9c(s: Sizes) -> Table:
     lp = li.dry_run(model, jax.random.key(0), x)
     hp = hand_init(jax.random.key(0))
     jax.block_until_ready((lazy_step(lp, x, y), hand_step(hp, x, y)))
-    for r in range(max(3, s.reps)):
+    for r in range(s.reps):  # FULL: 3
         init["lazyinit"].append(seconds(li.dry_run, model, jax.random.key(r + 1), x))
         init["jax"].append(seconds(hand_init, jax.random.key(r + 1)))
         train["lazyinit"].append(seconds(lazy_step, lp, x, y))
@@ -307,7 +308,7 @@ def figure9d(s: Sizes) -> Table:
     times = {}
     for layers in (s.depths[0], s.depths[-1]):
         runs = []
-        for _ in range(max(3, s.reps)):
+        for _ in range(s.reps):  # FULL: 3
             li.clear_cache()
             model = lazy_gpt(s, layers, scanned=True)
             runs.append(seconds(lambda m=model: li.dry_run(m, jax.random.key(0), ids)))
@@ -340,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figures", nargs="*", default=list(FIGURES), choices=list(FIGURES))
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    common.real_compiles()
     out = [machine_line(), ""]
     print(out[0], flush=True)
     for table in run(args.quick, tuple(args.figures)):
