@@ -240,6 +240,23 @@ def test_describe_names_channels_of_channels_first_layers():
     assert text.startswith("Conv(in_channels=3, out_channels=4")
 
 
+def test_describe_points_at_a_channels_first_sample_read_as_channels_last():
+    """The trace succeeds (32 channels taken from the width), so nothing else would say so."""
+    cnn = li.Sequential([li.Conv(16, 3, padding=1), li.BatchNorm(), li.GlobalAvgPool()])
+    x = jax.ShapeDtypeStruct((2, 3, 32, 32), jnp.float32)
+    assert li.describe(cnn, x) == (
+        "Sequential(\n"
+        "  (0): Conv(in_channels=32, out_channels=16, kernel_size=3, padding=1)  # 32 channels "
+        "from the last axis of (2, 3, 32, 32): a channels-first sample? li.channels_first(model)\n"
+        "  (1): BatchNorm(num_features=16)\n"
+        "  (2): GlobalAvgPool()\n"
+        ")"
+    )
+    assert "channels-first sample?" not in li.describe(li.channels_first(cnn), x)
+    last = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+    assert "channels-first sample?" not in li.describe(cnn, last)
+
+
 def test_treescope_renders_placeholders_by_their_repr():
     treescope = pytest.importorskip("treescope")
     lazy = li.lazy_state(Block())
