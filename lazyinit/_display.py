@@ -133,8 +133,9 @@ def describe(model: Any, /, *args: Any, **kwargs: Any) -> Described:
     misread = None
     if args or kwargs:
         t = trace(model, *args, **kwargs)
-        for call in t.calls:
-            calls.setdefault(call.path, call)
+        for call in t.calls:  # a wrapper's internal layers are not shown: the wrapper is
+            if not getattr(type(call.layer), "summary_internal", False):
+                calls.setdefault(call.path, call)
         # The first layer that read a channels-first-looking input as channels-last, if any
         # (lazyinit._channels); the layers after it only inherit the mix-up.
         misread = next(
@@ -143,8 +144,9 @@ def describe(model: Any, /, *args: Any, **kwargs: Any) -> Described:
         owned: dict[Path, Any] = dict(t.params)
     else:
         owned = {p: s for p, s in _structure.derived_specs(model).items() if s is not None}
-    for path, param in owned.items():
-        specs.setdefault(path[:-1], {})[path[-1]] = param
+    for path, param in owned.items():  # on the deepest layer shown above it, by the rest
+        n = max((n for n in range(len(path)) if path[:n] in calls), default=len(path) - 1)
+        specs.setdefault(path[:n], {})["/".join(path[n:])] = param
     traced = bool(args or kwargs)
 
     def leaf(layer: Any, path: Path) -> str:
