@@ -33,9 +33,8 @@ import numpy as np
 from . import _match, _paths
 from ._match import Report, Target
 from ._spec import Uninitialized
-from ._tracer import trace
+from ._tracer import needs_sample, no_sample, trace
 from ._typing import Params, Path, PerPath, Shape
-from .errors import InferShapeError
 
 __all__ = ["summary", "Summary", "Row", "ParamInfo", "STATUSES"]
 
@@ -357,12 +356,12 @@ def summary(
         >>> print(s.caption()[0])
         21 parameters in 4 arrays, 84 B; 21 trainable, 0 non-trainable
     """
-    if not args and not kwargs:
-        raise InferShapeError(
-            "li.summary shows each layer call's input and output shapes, so it needs a sample "
-            "input, as for li.dry_run: li.summary(model, x) (a jax.ShapeDtypeStruct is "
-            "enough). Without one, li.lazy_state(model) and li.describe(model) show what the "
-            "layers declare."
+    if no_sample(args, kwargs):
+        raise needs_sample(
+            model,
+            why="li.summary shows each layer call's input and output shapes",
+            example="li.summary(model, x), where a jax.ShapeDtypeStruct is enough (without a "
+            "sample, li.describe(model) shows what the layers declare)",
         )
     t = trace(model, *args, **kwargs)
     with_status = params is not None

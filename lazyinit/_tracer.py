@@ -89,7 +89,7 @@ from .errors import (
     LazyInitError,
 )
 
-__all__ = ["trace", "trace_call", "needs_sample"]
+__all__ = ["trace", "trace_call", "needs_sample", "no_sample"]
 
 _CONCRETIZATION = (
     jax.errors.ConcretizationTypeError,
@@ -182,17 +182,23 @@ def _call_specs(layer: Any, args: tuple, kwargs: dict) -> Any:
 
 
 def needs_sample(
-    where: str, example: str = "li.dry_run(model, key, x)", got: str = ""
+    layer: Any,
+    path: Path = (),
+    *,
+    why: str = "",
+    example: str = "li.dry_run(model, key, x)",
+    got: str = "",
 ) -> InferShapeError:
-    """The error of every function that needs a sample input and got none: one sentence, with
-    ``where`` (the layer, ``"Sequential at '<root>'"``) and the call to write instead."""
+    """The error of every function that needs a sample input and got none, in one wording:
+    the layer, why the function needs one (if it says), and the call to write instead."""
+    where = f"{type(layer).__name__} at {_paths.join(path)!r}"
     return InferShapeError(
-        f"{where} needs a sample input and got none{f' (only {got})' if got else ''}. Pass a "
-        f"sample as for li.dry_run: {example}."
+        f"{where} needs a sample input and got none{f' (only {got})' if got else ''}"
+        f"{f': {why}' if why else ''}. Pass a sample as for li.dry_run: {example}."
     )
 
 
-def _no_sample(args: tuple, kwargs: dict) -> bool:
+def no_sample(args: tuple, kwargs: dict) -> bool:
     """No input to trace on: no positional argument and no array among the keywords."""
     return not args and not any(is_array(l) for l in jax.tree.leaves(kwargs))
 
@@ -234,8 +240,8 @@ def trace_call(layer: Any, call: Any, node: ParamsStandIn, args: tuple, kwargs: 
         if getattr(e, "layer_path", None) is not None:
             _hint_layout(e, layer, path, args, sub)  # located below: a hint may still apply
             raise
-        if not path and _no_sample(args, kwargs):  # the root, called without inputs
-            located = needs_sample(where, got=_shapes(args, kwargs))
+        if not path and no_sample(args, kwargs):  # the root, called without inputs
+            located = needs_sample(layer, path, got=_shapes(args, kwargs))
         else:
             located = InferShapeError(f"{where}: {e}")
         located.layer_path = path
@@ -250,8 +256,8 @@ def trace_call(layer: Any, call: Any, node: ParamsStandIn, args: tuple, kwargs: 
         located.layer_path = path  # so that enclosing layers do not wrap it again
         raise _hint_layout(located, layer, path, args, sub) from e
     except Exception as e:
-        if not path and _no_sample(args, kwargs) and isinstance(e, TypeError):
-            located = needs_sample(where, got=_shapes(args, kwargs))
+        if not path and no_sample(args, kwargs) and isinstance(e, TypeError):
+            located = needs_sample(layer, path, got=_shapes(args, kwargs))
         elif "lazyinit_params_stand_in" in str(e):  # jax.vmap over params and inputs together
             located = InferShapeError(
                 f"{where}: params were mapped over a leading axis (jax.vmap over params) "
