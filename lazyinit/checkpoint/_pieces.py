@@ -166,7 +166,9 @@ def _staging(move: Move, process: int) -> int:
     saved = sum(math.prod(hi - lo for lo, hi in b) for b in local) * move.saved.itemsize
     target = saved // move.saved.itemsize * move.dtype.itemsize
     row = math.prod(move.shape[1:]) * move.saved.itemsize
-    scratch = 0 if all(contiguous(b, move.shape) for b in local) else max(row, WINDOW)
+    rows = max((hi - lo for (lo, hi), *_ in local), default=0)
+    window = min(rows, max(1, WINDOW // max(row, 1))) * row  # as _transfer reads them
+    scratch = 0 if all(contiguous(b, move.shape) for b in local) else window
     on_cpu = all(d.platform == "cpu" for ds in local.values() for d in ds)
     host = (saved if cast else 0) if on_cpu else saved + (target if cast else 0)
     return host + scratch
