@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import InvalidArgumentError
 
-__all__ = ["THRESHOLD", "bar", "wanted", "nbytes"]
+__all__ = ["THRESHOLD", "bar", "check", "wanted", "nbytes"]
 
 THRESHOLD = 1 << 30
 """Work that moves at least this many bytes shows a bar when ``progress=None``."""
@@ -52,14 +52,19 @@ def interactive() -> bool:
     return _on_terminal() or _in_jupyter()
 
 
-def wanted(total: int, progress: bool | None, where: str = "progress") -> bool:
-    """Whether work that moves ``total`` bytes shows a bar: ``progress`` if it says, else
-    whether it is long (at least :data:`THRESHOLD` bytes) and someone is watching."""
+def check(progress: Any, where: str) -> None:
+    """Refuses a ``progress=`` that is not True, False or None, naming the function."""
     if progress is not None and not isinstance(progress, bool):
         raise InvalidArgumentError(
             f"{where}: progress must be True (always show a bar), False (never) or None (on a "
             f"terminal or in Jupyter, for work over about a gigabyte); got {progress!r}."
         )
+
+
+def wanted(total: int, progress: bool | None, where: str = "progress") -> bool:
+    """Whether work that moves ``total`` bytes shows a bar: ``progress`` if it says, else
+    whether it is long (at least :data:`THRESHOLD` bytes) and someone is watching."""
+    check(progress, where)
     if progress is not None:
         return progress
     return total >= THRESHOLD and interactive()
@@ -83,7 +88,9 @@ def _tqdm() -> Any:
 def bar(what: str, total: int, progress: bool | None) -> Iterator[Callable[[int], Any]]:
     """A bar for work that moves ``total`` bytes; yields ``advance(n)``, which counts ``n`` more.
 
-    When no bar is wanted (see :func:`wanted`), ``advance`` does nothing.
+    The bar is full when the block ends without an error, however much was
+    counted (work done in one call counts nothing until then). When no bar is
+    wanted (see :func:`wanted`), ``advance`` does nothing.
     """
     if not wanted(total, progress, what):
         yield _nothing
@@ -92,6 +99,7 @@ def bar(what: str, total: int, progress: bool | None) -> Iterator[Callable[[int]
         total=total, desc=what, unit="B", unit_scale=True, unit_divisor=1024, leave=False
     ) as shown:
         yield shown.update
+        shown.update(total - shown.n)
 
 
 def _nothing(n: int) -> None:
