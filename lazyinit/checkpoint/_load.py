@@ -230,7 +230,7 @@ def check_checkpoint(
         want = _paths.flatten_state(like, "like tree")
         header = _format.read_header(path)
         decided = _Decisions(want, header.entries, cast)
-        needs = _pieces.memory(_moves(decided, header), header.chunk)
+        needs = _pieces.memory(_moves(decided, header), min(header.chunk, header.data_size))
     groups = decided.report()
     refused = decided.refused(strict)
     return CheckReport(
@@ -298,7 +298,7 @@ def load(
       OSError: the file cannot be opened.
     """
     path = os.fsdecode(path)
-    _progress.wanted(0, progress, "li.load")  # a bad progress= is refused before reading
+    _progress.check(progress, "li.load")  # a bad progress= is refused before reading
     with _gc.paused():
         return _load(path, like, strict, cast, progress)
 
