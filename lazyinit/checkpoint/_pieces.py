@@ -37,7 +37,7 @@ SMALL = 1 << 20
 """Tensors up to this size are read whole and moved in batches."""
 BATCH = 16 << 20
 """The most bytes of small tensors read at once."""
-WINDOW = 16 << 20
+WINDOW = 4 << 20
 """The most bytes of rows read at once for pieces that are not contiguous in the file."""
 
 Bounds = tuple[tuple[int, int], ...]

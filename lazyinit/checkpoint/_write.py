@@ -39,7 +39,7 @@ from . import _atomic, _format
 
 __all__ = ["write", "WINDOW"]
 
-WINDOW = 16 << 20
+WINDOW = 4 << 20
 """The most bytes a save assembles or copies to the host at once (at least one row)."""
 
 
@@ -77,7 +77,7 @@ def write(
         for p, leaf in flat.items()
         if not isinstance(leaf, Uninitialized) and (t := _tensor(p, leaf, problems)) is not None
     ]
-    _progress.wanted(0, progress, "li.save")  # a bad progress= is refused before writing
+    _progress.check(progress, "li.save")  # a bad progress= is refused before writing
     if problems:
         raise WriteCheckpointError(
             f"Cannot save {path!r} ({len(problems)} problem(s)); nothing was written:\n  "

@@ -6,7 +6,7 @@ the system with glibc's ``malloc_trim``), then measures one call: its peak
 resident memory minus the resident memory before it (``VmHWM``, reset through
 ``/proc/self/clear_refs`` just before). It prints ``{"peak": bytes, "params": bytes}``. The
 buffers a save assembles and a load reads rows into are set to 1 MiB, so that at this size
-they are as small a part of the parameters as the default 16 MiB is of half a gigabyte.
+they are about as small a part of the parameters as the default 4 MiB is of half a gigabyte.
 """
 
 import ctypes
