@@ -134,44 +134,50 @@ def _default_device() -> Any:
     return chosen if isinstance(chosen, jax.Device) else jax.local_devices()[0]
 
 
-def _on_devices(move: Move) -> dict[Any, int]:
-    """The bytes of ``move``'s array on every device, of every process."""
-    item = move.dtype.itemsize
-    if move.where is None:
-        return {_default_device(): math.prod(move.shape) * item}
-    return {
-        d: math.prod(hi - lo for lo, hi in _bounds(index, move.shape)) * item
-        for d, index in move.where.devices_indices_map(move.shape).items()
-    }
+class _Layouts:
+    """Each (placement, shape)'s block per device, asked of JAX once: a checkpoint of 100,000
+    leaves has a few dozen layouts."""
+
+    def __init__(self) -> None:
+        self.default = _default_device()
+        self._seen: dict[Any, dict[Any, Bounds]] = {}
+
+    def blocks(self, where: Any, shape: tuple[int, ...]) -> dict[Any, Bounds]:
+        if where is None:
+            return {self.default: tuple((0, n) for n in shape)}
+        try:
+            return self._seen[where, shape]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable sharding
+            return _blocks(where, shape)
+        found = self._seen[where, shape] = _blocks(where, shape)
+        return found
 
 
-def _staging(move: Move, process: int) -> int:
-    """The host bytes ``move`` holds in ``process`` beyond the arrays it leaves on the CPU."""
+def _blocks(where: Any, shape: tuple[int, ...]) -> dict[Any, Bounds]:
+    return {d: _bounds(i, shape) for d, i in where.devices_indices_map(shape).items()}
+
+
+def _staging(move: Move, blocks: dict[Any, Bounds], process: int) -> int:
+    """The host bytes ``move`` holds at once in ``process``, beyond the arrays it leaves on that
+    process's CPU devices: the buffers a tensor or its pieces are read into where they do not
+    become the arrays (another device, a cast), and the window of rows for scattered pieces."""
     cast = move.dtype != move.saved
-    if move.pieces is None:
-        devices = [_default_device()] if move.where is None else list(move.where.device_set)
-        if devices[0].process_index != process and len(devices) == 1:
-            return 0
-        on_cpu = all(d.platform == "cpu" for d in devices)
-        saved = move.nbytes
-        target = math.prod(move.shape) * move.dtype.itemsize
-        if move.batched:  # the batch's buffer is freed; the transfer copies
-            return saved + (target if cast else 0)
-        return (saved if cast else 0) if on_cpu else saved + (target if cast else 0)
-    assert move.where is not None
-    local: dict[Bounds, list[Any]] = {}
-    for d, index in move.where.devices_indices_map(move.shape).items():
-        if d.process_index == process:
-            local.setdefault(_bounds(index, move.shape), []).append(d)
-    saved = sum(math.prod(hi - lo for lo, hi in b) for b in local) * move.saved.itemsize
-    target = saved // move.saved.itemsize * move.dtype.itemsize
-    row = math.prod(move.shape[1:]) * move.saved.itemsize
-    rows = max((hi - lo for (lo, hi), *_ in local), default=0)
-    window = min(rows, max(1, WINDOW // max(row, 1))) * row  # as _transfer reads them
-    scratch = 0 if all(contiguous(b, move.shape) for b in local) else window
-    on_cpu = all(d.platform == "cpu" for ds in local.values() for d in ds)
+    if move.batched:  # read into the batch's buffer, then copied: all of it is staging
+        return move.nbytes + (math.prod(move.shape) * move.dtype.itemsize if cast else 0)
+    local = {b: d for d, b in blocks.items() if d.process_index == process}
+    if move.pieces is None:  # whole to one device: this process's, or the load fails anyway
+        local = {b: d for d, b in blocks.items()}
+    elements = sum(math.prod(hi - lo for lo, hi in b) for b in local)
+    saved, target = elements * move.saved.itemsize, elements * move.dtype.itemsize
+    on_cpu = all(d.platform == "cpu" for d in local.values())
     host = (saved if cast else 0) if on_cpu else saved + (target if cast else 0)
-    return host + scratch
+    if move.pieces is None or all(contiguous(b, move.shape) for b in local):
+        return host
+    row = math.prod(move.shape[1:]) * move.saved.itemsize
+    rows = max(hi - lo for (lo, hi), *_ in local)
+    return host + min(rows, max(1, WINDOW // max(row, 1))) * row  # as _transfer reads them
 
 
 def memory(moves: Iterable[Move], chunk: int) -> Memory:
@@ -180,20 +186,22 @@ def memory(moves: Iterable[Move], chunk: int) -> Memory:
     A device holds its arrays. A process's host holds the arrays of its CPU
     devices (a CPU device's memory is the host's), plus, at the peak, the
     largest staging of one step (a batch of small tensors, or one larger
-    tensor's pieces and scratch) and two chunks the reader keeps.
+    tensor's buffers and window) and the ``chunk`` bytes of two chunks the
+    reader keeps.
     """
-    moves = list(moves)
+    layouts, steps = _Layouts(), []
     devices: dict[Any, int] = {}
     for m in moves:
-        for d, n in _on_devices(m).items():
-            devices[d] = devices.get(d, 0) + n
-    processes = sorted({d.process_index for d in devices} | {jax.process_index()})
+        blocks = layouts.blocks(m.where, m.shape)
+        for d, b in blocks.items():
+            devices[d] = devices.get(d, 0) + math.prod(hi - lo for lo, hi in b) * m.dtype.itemsize
+        steps.append((m, blocks))
     out: dict[int, int] = {}
-    for p in processes:
+    for p in sorted({d.process_index for d in devices} | {jax.process_index()}):
         resident = sum(
             n for d, n in devices.items() if d.process_index == p and d.platform == "cpu"
         )
-        batch = min(BATCH, sum(_staging(m, p) for m in moves if m.batched))
-        largest = max((_staging(m, p) for m in moves if not m.batched), default=0)
-        out[p] = resident + max(batch, largest) + (2 * chunk if moves else 0)
+        batch = min(BATCH, sum(_staging(m, b, p) for m, b in steps if m.batched))
+        largest = max((_staging(m, b, p) for m, b in steps if not m.batched), default=0)
+        out[p] = resident + max(batch, largest) + (2 * chunk if steps else 0)
     return Memory({str(d): n for d, n in sorted(devices.items(), key=lambda i: i[0].id)}, out)

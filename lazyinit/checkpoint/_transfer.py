@@ -50,12 +50,14 @@ def transfer(
     """Every move's array, read in the order of the file."""
     out: dict[Path, jax.Array] = {}
     batch: list[Move] = []
+    held = 0  # the bytes of the batch
     for move in sorted(moves, key=lambda m: m.start):
         if move.batched:
-            if batch and sum(m.nbytes for m in batch) + move.nbytes > _pieces.BATCH:
+            if batch and held + move.nbytes > _pieces.BATCH:
                 out.update(_batch(data, batch))
-                batch = []
+                batch, held = [], 0
             batch.append(move)
+            held += move.nbytes
         elif move.pieces is None:
             raw = _aligned(move.nbytes)
             data.read_into(move.start, raw)
