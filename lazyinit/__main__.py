@@ -6,8 +6,9 @@ model importable from a module (``examples.models:mlp``) or a file
 (``examples/models.py:mlp``), abstractly: nothing is allocated. ``ATTR`` may be
 a layer, a layer class or a function that returns one (called without
 arguments). ``--checkpoint FILE`` also prints whether a checkpoint fits the
-model, from the file's header alone (:func:`lazyinit.check_checkpoint`), and
-exits with 1 if it would not load. Bad input gives a one-line error and a non-zero exit (2 for a bad
+model and the memory loading it needs on each device and in each process,
+from the file's header alone (:func:`lazyinit.check_checkpoint`), and exits
+with 1 if it would not load. Bad input gives a one-line error and a non-zero exit (2 for a bad
 command line, 1 for a model that fails to import or trace); ``--debug`` shows
 the traceback.
 """
@@ -19,6 +20,7 @@ import ast
 import difflib
 import importlib
 import importlib.util
+import math
 import os
 import re
 import sys
@@ -196,7 +198,20 @@ def _check_checkpoint(args: argparse.Namespace, model: Any, inputs: list, kwargs
     print(f"  mismatched ({len(report.mismatched)}):")
     for line in report.mismatched:
         print(f"    {line}")
+    print("  memory the load needs:")
+    for name, sizes in (
+        ("per device (its arrays)", report.device_bytes),
+        ("per process (host, at its peak)", report.process_bytes),
+    ):
+        print(f"    {name}: {', '.join(f'{k} {_size(n)}' for k, n in sizes.items()) or '-'}")
     return 0 if report.ok else 1
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    exponent = min(3, int(math.log(n, 1024)))
+    return f"{n / 1024**exponent:.1f} {('KiB', 'MiB', 'GiB')[exponent - 1]}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     inspect.add_argument(
         "--checkpoint",
         metavar="FILE",
-        help="also check that a li.save checkpoint fits the model, reading only its header "
-        "(exit status 1 if it would not load)",
+        help="also check that a li.save checkpoint fits the model and print the memory loading "
+        "it needs, reading only its header (exit status 1 if it would not load)",
     )
     inspect.add_argument(
         "--non-strict",

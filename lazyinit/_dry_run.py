@@ -18,7 +18,7 @@ from typing import Any
 
 import jax
 
-from . import _keys, _match, _materialize, _paths, _sharding, _structure
+from . import _keys, _match, _materialize, _paths, _progress, _sharding, _structure
 from ._match import Hole, Report, Target
 from ._recorder import Trace
 from ._trace_cache import is_abstract
@@ -42,6 +42,7 @@ def dry_run(
     rules: _sharding.Rules | None = None,
     axes: PerPath = None,
     reshard: bool = False,
+    progress: bool | None = None,
     **kwargs: Any,
 ) -> Params:
     """Infers every parameter's shape from a sample input and materializes the parameters.
@@ -78,6 +79,9 @@ def dry_run(
       reshard: whether a loaded array already spread over several devices in
         another layout may be moved to the planned one (and listed in
         ``report.resharded``); by default it is an error.
+      progress: show a progress bar while drawing (``True``), never (``False``),
+        or, by default, on a terminal or in Jupyter when the draw makes about a
+        gigabyte or more.
 
     Returns:
       The params, a nested dict of ``jax.Array`` (or ``ShapeDtypeStruct``).
@@ -103,7 +107,7 @@ def dry_run(
         >>> jax.tree.map(jnp.shape, params)
         {'0': {'bias': (4,), 'kernel': (3, 4)}, '2': {'bias': (1,), 'kernel': (4, 1)}}
     """
-    options = _Options(dtype, device, jit, mesh, rules, axes, reshard)
+    options = _Options(dtype, device, jit, mesh, rules, axes, reshard, progress)
     return _run(model, key, args, kwargs, state, True, options)[0]
 
 
@@ -121,6 +125,7 @@ def dry_run_with_report(
     rules: _sharding.Rules | None = None,
     axes: PerPath = None,
     reshard: bool = False,
+    progress: bool | None = None,
     **kwargs: Any,
 ) -> tuple[Params, Report]:
     """:func:`dry_run`, returning ``(params, report)``: what was kept, initialized and ignored.
@@ -138,7 +143,7 @@ def dry_run_with_report(
         >>> report.kept, report.unexpected
         (('0/bias', '0/kernel'), ('head/bias', 'head/kernel'))
     """
-    options = _Options(dtype, device, jit, mesh, rules, axes, reshard)
+    options = _Options(dtype, device, jit, mesh, rules, axes, reshard, progress)
     return _run(model, key, args, kwargs, state, strict, options)
 
 
@@ -151,11 +156,13 @@ class _Options:
     rules: Any
     axes: PerPath
     reshard: bool
+    progress: bool | None
 
 
 def _run(
     model: Any, key: Any, args: tuple, kwargs: dict, state: Any, strict: bool, o: _Options
 ) -> tuple[Params, Report]:
+    _progress.check(o.progress, "li.dry_run")
     abstract = is_abstract((args, kwargs))
     root = _keys.as_key(key, abstract=abstract)
     t = trace(model, *args, **kwargs)
@@ -188,7 +195,8 @@ def _run(
             _sharding.agree_across_processes(
                 _sharding.fingerprint_rows(root, o.mesh, holes, m.taken)
             )
-        out.update(_draw(root, holes, moves, out, jit=o.jit or bool(planned)))
+        with _progress.bar("li.dry_run", _progress.nbytes(holes.values()), o.progress):
+            out.update(_draw(root, holes, moves, out, jit=o.jit or bool(planned)))
     params = _paths.unflatten({p: out[p] for p in t.params}, t.layers)
     return params, _match.report(
         kept=m.taken, initialized=list(holes), unexpected=m.unexpected, resharded=resharded

@@ -1,11 +1,14 @@
-"""``save`` and ``load``: one portable, safe file per parameter tree, restored against a template.
+"""``load`` and ``check_checkpoint``: a file written by ``save``, restored against a template.
 
 The file is safetensors with lazyinit's metadata (see
 :mod:`lazyinit.checkpoint._format`): arrays under their ``/``-joined paths,
-placeholders with their known dimensions and dtype, a format version and a
-checksum. Loading never unpickles and never runs code from the file. Saving
-is atomic. Loading against a ``like`` tree checks every path, shape and dtype
-before building anything and reports every problem at once.
+placeholders with their known dimensions and dtype, a format version and
+digests. Loading never unpickles and never runs code from the file. Loading
+against a ``like`` tree checks every path, shape and dtype from the header
+before reading any tensor and reports every problem at once; then it reads
+each tensor (or, for a sharded template, each of this process's pieces of it)
+straight into the buffer that becomes its array (:mod:`._pieces`,
+:mod:`._transfer`), checking every byte against its digest (:mod:`._read`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from .. import _match, _paths
+from .. import _match, _paths, _progress
 from .._match import Report
 from .._match import report as _report
 from .._materialize import placement
@@ -26,9 +29,7 @@ from .._spec import Uninitialized
 from .._state import lazy_state
 from .._typing import Params, Path
 from ..errors import InvalidArgumentError
-from . import _format as _format
-from . import _gc
-from ._host_to_device import put_many
+from . import _format, _gc, _pieces, _read, _transfer
 
 __all__ = ["load", "check_checkpoint", "CheckReport"]
 
@@ -138,16 +139,42 @@ class _Decisions:
 
 @dataclasses.dataclass(frozen=True)
 class CheckReport(Report):
-    """:func:`check_checkpoint`'s answer: the :class:`Report` a load would give, plus why not.
+    """:func:`check_checkpoint`'s answer: the :class:`Report` a load would give, plus why not,
+    and the memory the load will take.
 
     Attributes:
       mismatched: one line per path whose saved size or dtype does not fit
         (or a placeholder where an array is wanted), as the load's error words it.
       ok: whether ``li.load`` with the same ``strict`` and ``cast`` would succeed.
+      device_bytes: ``{device: bytes}``, what the loaded arrays will take on each
+        device (``'cpu:0'``, ``'cuda:3'``), of every process.
+      process_bytes: ``{process index: bytes}``, each process's peak host memory
+        during the load: the arrays of its CPU devices (their memory is the
+        host's) plus the largest buffer the load holds at once, beyond what the
+        process held before.
     """
 
     mismatched: tuple[str, ...] = ()
     ok: bool = True
+    device_bytes: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    process_bytes: Mapping[int, int] = dataclasses.field(default_factory=dict)
+
+    def __str__(self) -> str:
+        groups = [f.name for f in dataclasses.fields(Report)]
+        rows = [f"{name}: {', '.join(getattr(self, name)) or '-'}" for name in groups]
+        rows.append(f"mismatched: {'; '.join(self.mismatched) or '-'}")
+        rows.append(f"ok: {self.ok}")
+        rows.append(f"memory per device: {_sizes(self.device_bytes)}")
+        rows.append(f"memory per process: {_sizes(self.process_bytes)}")
+        return "\n".join(rows)
+
+
+def _sizes(by: Mapping[Any, int]) -> str:
+    return ", ".join(f"{k}: {_mib(n)}" for k, n in by.items()) or "-"
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
 
 
 def check_checkpoint(
@@ -163,8 +190,10 @@ def check_checkpoint(
     Reads only the header (its time does not grow with the file's size) and
     returns the report :func:`load` would give against the same template:
     what would be loaded, left for a dry run to initialize, kept, missing,
-    unexpected or cast, and every size or dtype mismatch, each by path. The
-    tensor bytes and their checksum are not read, so a file whose data is
+    unexpected or cast, and every size or dtype mismatch, each by path; and
+    the memory the load will take, on each device and at its peak in each
+    process (``device_bytes``, ``process_bytes``), before a byte moves. The
+    tensor bytes and their digests are not read, so a file whose data is
     corrupt passes here and fails in :func:`load`.
 
     Args:
@@ -199,13 +228,17 @@ def check_checkpoint(
         like = lazy_state(model_or_like, *sample, **kwargs)
     with _gc.paused():
         want = _paths.flatten_state(like, "like tree")
-        decided = _Decisions(want, _format.read_header(path).entries, cast)
+        header = _format.read_header(path)
+        decided = _Decisions(want, header.entries, cast)
+        needs = _pieces.memory(_moves(decided, header), min(header.chunk, header.data_size))
     groups = decided.report()
     refused = decided.refused(strict)
     return CheckReport(
         **{k: tuple(sorted(_paths.join(p) for p in v)) for k, v in groups.items()},
         mismatched=tuple(decided.problems),
         ok=not refused,
+        device_bytes=needs.device_bytes,
+        process_bytes=needs.process_bytes,
     )
 
 
@@ -215,6 +248,7 @@ def load(
     *,
     strict: bool = True,
     cast: bool = False,
+    progress: bool | None = None,
 ) -> tuple[Params, Report]:
     """Loads a file written by :func:`save`, checked against ``like``, all or nothing.
 
@@ -236,6 +270,13 @@ def load(
         leaf stays where the file has none, extra entries are ignored, and the
         report says so.
       cast: convert saved dtypes to the template's instead of refusing.
+      progress: show a progress bar (``True``), never (``False``), or, by default,
+        on a terminal or in Jupyter when the load moves about a gigabyte or more.
+
+    Each tensor is read straight into the buffer that becomes its array (on a
+    CPU device, without a copy); with a template sharded over several devices,
+    each process reads only the pieces its own devices keep. Every byte read is
+    checked against its digest first.
 
     Returns:
       Always ``(tree, report)``. ``tree`` is a new nested dict shaped like
@@ -248,32 +289,40 @@ def load(
 
     Raises:
       ReadCheckpointError: the file is truncated, corrupt, not a regular file or
-        not a lazyinit checkpoint (:class:`~lazyinit.errors.ReadPickleError` for pickle-based
-        files, :class:`~lazyinit.errors.ReadVersionError` for a newer format version).
+        not a lazyinit checkpoint (:class:`ReadPickleError` for pickle-based
+        files, :class:`ReadVersionError` for a newer format version).
       StateMismatchError: the file does not fit ``like``; lists every path.
       InvalidTreeError: ``like`` holds something other than arrays,
         ``ShapeDtypeStruct``s and placeholders.
+      InvalidArgumentError: ``progress`` is not True, False or None.
       OSError: the file cannot be opened.
     """
     path = os.fsdecode(path)
+    _progress.check(progress, "li.load")  # a bad progress= is refused before reading
     with _gc.paused():
-        return _load(path, like, strict, cast)
+        return _load(path, like, strict, cast, progress)
 
 
-def _load(path: str, like: Params | None, strict: bool, cast: bool) -> tuple[Params, Report]:
+def _load(
+    path: str, like: Params | None, strict: bool, cast: bool, progress: bool | None
+) -> tuple[Params, Report]:
     want = _paths.flatten_state(like, "like tree") if like is not None else None
-    entries, layout, arrays = _format.read(path)  # a corrupt file is reported as such first
-    decided = _Decisions(want, entries, cast)
-    _match.refuse(
-        f"Cannot load {path!r}",
-        decided.refused(strict),
-        "Load a checkpoint made for this model and input size"
-        + ("." if not strict else ", or pass strict=False to load what fits and get a report."),
-    )
-    out = _transfer(decided, arrays)
+    with _format.opened(path) as (fd, header):
+        data = _read.Data(path, fd, header)  # a version 1 file is read and checked here, first
+        decided = _Decisions(want, header.entries, cast)
+        _match.refuse(
+            f"Cannot load {path!r}",
+            decided.refused(strict),
+            "Load a checkpoint made for this model and input size"
+            + ("." if not strict else ", or pass strict=False to load what fits and get a report."),
+        )
+        moves = _moves(decided, header)
+        with _progress.bar("li.load", sum(m.nbytes for m in moves), progress) as advance:
+            out: dict[Path, Any] = _transfer.transfer(data, moves, advance)
+    out.update((p, h) for p, h in decided.how.items() if isinstance(h, Uninitialized))
     covered = decided.covered
     if want is None:
-        tree = _unflatten_layout(layout, out)
+        tree = _unflatten_layout(header.layout, out)
     else:
         flat: dict[Path, Any] = {}
         for p, w in want.items():
@@ -281,31 +330,19 @@ def _load(path: str, like: Params | None, strict: bool, cast: bool) -> tuple[Par
                 flat.update({q: out[q] for q, owner in covered.items() if owner == p})
             else:
                 flat[p] = out[p] if p in out else decided.matched.values.get(p, w)
-        tree = _tree(flat, like, layout)
+        tree = _tree(flat, like, header.layout)
     return tree, _report(**decided.report())
 
 
-def _transfer(decided: _Decisions, arrays: dict[str, np.ndarray]) -> dict[Path, Any]:
-    """The planned leaves: placeholders as they are, arrays moved to their devices one batch
-    per placement (:func:`lazyinit.checkpoint._host_to_device.put_many`: a ``device_put`` per leaf is what
-    made 100,000 leaves slow)."""
-    out: dict[Path, Any] = {}
-    batches: dict[Any, list[tuple[Path, np.ndarray]]] = {}
+def _moves(decided: _Decisions, header: _format.Header) -> list[_pieces.Move]:
+    """How each loaded tensor reaches its template's placement (the default device without one)."""
+    moves = []
     for p, how in decided.how.items():
         if isinstance(how, Uninitialized):
-            out[p] = how
             continue
-        host = arrays["/".join(p)].astype(how, copy=False)
         template = None if decided.want is None else decided.want[decided.covered.get(p, p)]
-        where = _placement(template)
-        try:
-            batches.setdefault(where, []).append((p, host))
-        except TypeError:  # an unhashable sharding moves alone
-            out[p] = jax.device_put(host, where)
-    for where, items in batches.items():
-        moved = put_many([h for _, h in items], where)
-        out.update((p, a) for (p, _), a in zip(items, moved))
-    return {p: out[p] for p in decided.how}
+        moves.append(_pieces.plan(p, "/".join(p), how, _placement(template), header))
+    return moves
 
 
 def _tree(flat: dict[Path, Any], like: Any, layout: Any) -> Any:

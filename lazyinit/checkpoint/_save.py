@@ -1,7 +1,8 @@
 """``save``: one parameter tree to one portable, checksummed file, atomically.
 
-The bytes are described in :mod:`lazyinit.checkpoint._format`; :func:`lazyinit.load`
-reads them back against a template.
+The bytes are described in :mod:`lazyinit.checkpoint._format` and written a piece at a
+time by :mod:`lazyinit.checkpoint._write`; :func:`lazyinit.load` reads them back against a
+template.
 """
 
 from __future__ import annotations
@@ -12,13 +13,17 @@ from .. import _paths
 from .._spec import Uninitialized
 from .._typing import Params
 from ..errors import WriteCheckpointError
-from . import _format, _gc
+from . import _atomic, _format, _gc, _write
 
 __all__ = ["save"]
 
 
 def save(
-    path: str | os.PathLike[str] | bytes, tree: Params | Uninitialized, *, overwrite: bool = False
+    path: str | os.PathLike[str] | bytes,
+    tree: Params | Uninitialized,
+    *,
+    overwrite: bool = False,
+    progress: bool | None = None,
 ) -> None:
     """Saves a parameter tree, a lazy state or any nested dict of arrays to one file, atomically.
 
@@ -35,11 +40,18 @@ def save(
         ``Conv`` with an int ``kernel_size``), which loads back as itself.
       overwrite: replace ``path`` if it exists. Either way, the replacement is
         atomic: readers see the old file or the new one, never a mix.
+      progress: show a progress bar (``True``), never (``False``), or, by default,
+        on a terminal or in Jupyter when the tree holds about a gigabyte or more.
+
+    The arrays are written as they are, a piece at a time: a numpy or CPU array
+    from its own memory, a GPU array a window of rows at a time, a sharded array
+    shard by shard. A save needs no second copy of the tree, only a few MiB.
 
     Raises:
       OverwriteCheckpointError: ``path`` exists and ``overwrite`` is false.
       WriteCheckpointError: a leaf cannot be saved (abstract, unsupported
         dtype), listing every one; nothing is written.
+      InvalidArgumentError: ``progress`` is not True, False or None.
       DeletedParamError: a leaf was deleted or donated to a jit-compiled call.
       InvalidTreeError: a leaf is not an array, a key is not a plain string, or
         the tree contains itself or nests deeper than 100 levels.
@@ -47,7 +59,8 @@ def save(
     A key that a file cannot hold (the reserved top-level ``__metadata__``
     leaf, text with a lone surrogate) and a traced value (``li.save`` inside
     ``jax.jit``) are WriteCheckpointErrors; whatever ``li.save`` accepts,
-    ``li.load`` reads back identically. Temporary files left by killed saves
+    ``li.load`` reads back identically (a boolean array is written as the
+    bytes 0 and 1, whatever bytes numpy holds for True). Temporary files left by killed saves
     of the same ``path`` are deleted first (never a live writer's).
 
     Examples:
@@ -67,8 +80,7 @@ def save(
             "Name it *.safetensors."
         )
     if os.path.exists(path) and not overwrite:
-        raise _format.exists_error(path)
+        raise _atomic.exists_error(path)
     with _gc.paused():
         flat = _paths.flatten_state(tree, "tree to save")
-        data = _format.encode(path, flat, tree)
-    _format.write_atomic(path, data, overwrite)
+        _write.write(path, flat, tree, overwrite=overwrite, progress=progress)

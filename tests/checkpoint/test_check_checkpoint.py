@@ -133,6 +133,8 @@ def test_cli_inspect_checkpoint_prints_the_report_and_exits_1_when_it_does_not_l
     out = capsys.readouterr().out
     assert "loads into this model (header checked)" in out
     assert "loaded (4): 0/bias, 0/kernel, 2/bias, 2/kernel" in out
+    assert "memory the load needs:\n    per device (its arrays): cpu:0 104 B\n" in out
+    assert "    per process (host, at its peak): 0 416 B\n" in out  # arrays, batch, 2 chunks
     assert main(["inspect", target, "-i", "2x5", "--checkpoint", str(path)]) == 1
     out = capsys.readouterr().out
     assert "does not load" in out

@@ -88,7 +88,7 @@ def test_the_header_is_plain_safetensors_with_format_metadata(tmp_path, params):
     np.testing.assert_array_equal(arrays["0/kernel"], params["0"]["kernel"])
     with safetensors.safe_open(tmp_path / "p.safetensors", framework="np") as f:
         meta = f.metadata()
-    assert meta["format"] == "lazyinit.checkpoint" and meta["format_version"] == "1"
+    assert meta["format"] == "lazyinit.checkpoint" and meta["format_version"] == "2"
     assert json.loads(meta["tree"])["0"] == {"kernel": ["array"], "bias": ["array"]}
 
 
@@ -282,9 +282,10 @@ def test_pickle_suffix_with_unknown_content_is_refused(tmp_path):
 
 def test_newer_format_version_is_a_version_error(tmp_path, params):
     li.save(tmp_path / "p.safetensors", params)
-    rewrite(tmp_path / "p.safetensors", metadata={"format_version": "2"})
+    rewrite(tmp_path / "p.safetensors", metadata={"format_version": "3"})
     with pytest.raises(
-        li.errors.ReadVersionError, match="has format version 2: this lazyinit reads"
+        li.errors.ReadVersionError,
+        match="has format version 3: this lazyinit reads versions up to 2",
     ):
         li.load(tmp_path / "p.safetensors")
 

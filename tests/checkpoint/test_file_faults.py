@@ -4,9 +4,7 @@ Each test names the issue's item it pins. Every expected error is in the
 LazyInitError family and names the file or the tree path.
 """
 
-import json
 import os
-import struct
 import threading
 
 import jax
@@ -14,24 +12,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import safetensors.numpy
+from crafted import header_of, resealed, save_v1, with_header
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lazyinit as li
+from lazyinit.checkpoint import _atomic, _read
 from lazyinit.checkpoint import _format as _checkpoint_format
 
 TREE = {"w": jnp.arange(4, dtype=jnp.float32), "b": {"c": jnp.ones((2, 2), jnp.int32)}}
-
-
-def header_of(raw):
-    n = struct.unpack("<Q", raw[:8])[0]
-    return n, json.loads(raw[8 : 8 + n])
-
-
-def with_header(raw, header, data=None):
-    n = struct.unpack("<Q", raw[:8])[0]
-    text = json.dumps(header).encode()
-    return struct.pack("<Q", len(text)) + text + (raw[8 + n :] if data is None else data)
 
 
 @pytest.fixture
@@ -104,19 +93,30 @@ def test_item1_a_sparse_file_larger_than_its_header_says_is_refused_unread(saved
     assert reads == [("header", header_of(raw)[0])]  # the tensors were never read
 
 
-def test_item1_load_reads_exactly_the_bytes_the_header_describes(saved, monkeypatch):
+@pytest.mark.parametrize("version", [1, 2])
+def test_item1_load_reads_exactly_the_bytes_the_header_describes(saved, monkeypatch, version):
+    if version == 1:
+        save_v1(saved, TREE)
     raw = saved.read_bytes()
     n, header = header_of(raw)
-    reads = []
-    real_read = _checkpoint_format._read_exactly
+    reads, data_reads = [], []
+    real_read, real_pread = _checkpoint_format._read_exactly, _read.pread_into
     monkeypatch.setattr(
         _checkpoint_format,
         "_read_exactly",
         lambda f, k, what: reads.append(k) or real_read(f, k, what),
     )
+    monkeypatch.setattr(
+        _read,
+        "pread_into",
+        lambda fd, offset, out: (
+            data_reads.append((offset, len(out))) or real_pread(fd, offset, out)
+        ),
+    )
     tree, _ = li.load(saved)
     data = max(e["data_offsets"][1] for k, e in header.items() if k != "__metadata__")
-    assert reads == [n, data] and 8 + n + data == len(raw)
+    assert reads == [n] and 8 + n + data == len(raw)
+    assert data_reads == [(8 + n, data)]  # every byte of the data once, nothing past it
     np.testing.assert_array_equal(tree["w"], TREE["w"])
 
 
@@ -271,13 +271,13 @@ def test_item5_the_next_save_deletes_a_dead_writers_temporary(saved):
 
 
 def test_item5_a_live_writers_temporary_is_never_deleted(saved):
-    fd, tmp = _checkpoint_format._create_temporary(str(saved))  # locked, as during a save
+    fd, tmp = _atomic._create_temporary(str(saved))  # locked, as during a save
     try:
         li.save(saved, TREE, overwrite=True)
         assert os.path.exists(tmp)
     finally:
         os.close(fd)
-    assert _checkpoint_format.remove_stale(str(saved)) == [tmp]  # its writer is gone now
+    assert _atomic.remove_stale(str(saved)) == [tmp]  # its writer is gone now
 
 
 # -- item 8: crafted files ------------------------------------------------------------------
@@ -320,22 +320,30 @@ def test_item8_zero_size_tensors_with_absurd_dims_are_format_errors(tmp_path, sh
         li.check_checkpoint(path, {"z": li.Uninitialized(), "w": li.Uninitialized()})
 
 
-def test_item8_a_boolean_tensor_holding_other_bytes_is_a_format_error(tmp_path):
+@pytest.mark.parametrize("version", [1, 2])
+def test_item8_a_boolean_tensor_holding_other_bytes_is_a_format_error(tmp_path, version):
     path = tmp_path / "b.safetensors"
-    li.save(path, {"mask": np.array([True, False, True])})
+    (save_v1 if version == 1 else li.save)(path, {"mask": np.array([True, False, True])})
     raw = bytearray(path.read_bytes())
     raw[-2] = 7
-    flat = {"mask": np.frombuffer(bytes(raw[-3:]), np.uint8).view(np.bool_)}
-    # a crafted file recomputes the checksum, which is no secret
-    n, header = header_of(bytes(raw))
-    header["__metadata__"]["checksum"] = _checkpoint_format._digest(
-        header["__metadata__"]["tree"], [("mask", "BOOL", [3], flat["mask"].view(np.uint8))]
-    )
-    path.write_bytes(with_header(bytes(raw), header))
+    path.write_bytes(resealed(bytes(raw)))  # a crafted file carries valid digests: no secret
     with pytest.raises(
         li.errors.ReadCheckpointError, match=r"boolean tensor\(s\) \['mask'\] hold bytes"
     ):
         li.load(path)
+
+
+def test_item8_save_writes_a_bool_array_holding_other_bytes_as_0_and_1(tmp_path):
+    mask = np.array([7, 0, 1, 255], np.uint8).view(np.bool_)  # numpy allows it: all but 0 is True
+    path = tmp_path / "b.safetensors"
+    li.save(path, {"mask": mask, "big": np.full(300_000, 2, np.uint8).view(np.bool_)})
+    loaded, _ = li.load(path)  # what save writes, load reads
+    assert loaded["mask"].tolist() == [True, False, True, True]
+    assert bool(loaded["big"].all())
+    on_disk = safetensors.numpy.load_file(path)
+    assert on_disk["mask"].view(np.uint8).tolist() == [1, 0, 1, 1]
+    assert set(on_disk["big"].view(np.uint8).tolist()) == {1}
+    assert mask.view(np.uint8).tolist() == [7, 0, 1, 255]  # the caller's array is untouched
 
 
 # -- item 10: save with a bytes path, inside jit ---------------------------------------------

@@ -2,7 +2,9 @@
 
 Whatever the bytes, li.load either returns exactly what was saved or raises
 li.errors.ReadCheckpointError (ReadPickleError and ReadVersionError are subclasses):
-never another exception, a crash, a hang or a wrong tree.
+never another exception, a crash, a hang or a wrong tree. Every test that starts from a
+valid file runs on one of each format version (1: one checksum over the file; 2: digests
+per chunk, what li.save writes).
 """
 
 import json
@@ -12,11 +14,12 @@ import struct
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from crafted import resealed, save_v1
 from hypothesis import given
 from hypothesis import strategies as st
 
 import lazyinit as li
-from lazyinit.checkpoint import _format as _checkpoint_format
+from lazyinit.checkpoint import _format
 
 TREE = {
     "layer": {"kernel": jnp.arange(6, dtype=jnp.float32).reshape(2, 3), "bias": jnp.ones(3)},
@@ -25,10 +28,11 @@ TREE = {
 }
 
 
-@pytest.fixture(scope="module")
-def valid(tmp_path_factory):
+@pytest.fixture(scope="module", params=[1, 2], ids=["version1", "version2"])
+def valid(tmp_path_factory, request):
+    """A valid file of each format version: version 1 files must keep every guarantee too."""
     path = tmp_path_factory.mktemp("fuzz") / "valid.safetensors"
-    li.save(path, TREE)
+    (save_v1 if request.param == 1 else li.save)(path, TREE)
     return path.read_bytes()
 
 
@@ -89,7 +93,8 @@ def test_random_json_headers_are_only_ever_a_format_error(target, text):
 
 @given(
     metadata=st.dictionaries(
-        st.sampled_from(["format", "format_version", "tree", "checksum"]), st.text(max_size=30)
+        st.sampled_from(["format", "format_version", "tree", "checksum", "chunk", "digests"]),
+        st.text(max_size=30),
     )
 )
 def test_random_metadata_is_only_ever_a_format_error(target, valid, metadata):
@@ -138,23 +143,8 @@ def test_random_byte_overwrites_with_a_template(target, valid, data):
 
 
 def _craft(valid, edit):
-    """``valid`` with its header edited by ``edit(header)`` and the checksum recomputed to match."""
-    n = struct.unpack("<Q", valid[:8])[0]
-    header, data = json.loads(valid[8 : 8 + n]), valid[8 + n :]
-    edit(header)
-    meta = header.get("__metadata__", {})
-    try:
-        layout = json.dumps(json.loads(meta["tree"]), separators=(",", ":"))
-        table = [
-            (k, e["dtype"], e["shape"], data[e["data_offsets"][0] : e["data_offsets"][1]])
-            for k, e in header.items()
-            if k != "__metadata__"
-        ]
-        meta["checksum"] = _checkpoint_format._digest(layout, table)
-    except Exception:  # whatever made the header unreadable is what the loader must report
-        pass
-    raw = json.dumps(header).encode()
-    return struct.pack("<Q", len(raw)) + raw + data
+    """``valid`` with its header edited by ``edit(header)`` and its digests recomputed to match."""
+    return resealed(valid, edit)
 
 
 def crafted_outcome(target, data):
@@ -226,3 +216,31 @@ def test_any_header_length_field_is_a_format_error_or_the_real_one(target, valid
     n = struct.unpack("<Q", valid[:8])[0]
     expected = "ok" if length == n else "format"
     assert crafted_outcome(target, struct.pack("<Q", length) + valid[8:]) == expected
+
+
+@given(
+    chunk=st.integers(-5, 2**31).map(str) | st.text(max_size=8),
+    digests=st.none() | st.text(alphabet="0123456789abcdefABCDEF", max_size=70),
+)
+def test_crafted_chunk_sizes_and_digests_are_only_ever_a_format_error(
+    target, valid, chunk, digests
+):
+    def edit(header):
+        header["__metadata__"]["chunk"] = chunk
+        header["__metadata__"]["format_version"] = "2"
+
+    data = _craft(valid, edit)
+    if digests is not None:  # and then digests of any length, the checksum sealed over them
+        data = resealed(data, lambda h: h["__metadata__"].update(digests=digests))
+        n = struct.unpack("<Q", data[:8])[0]
+        header = json.loads(data[8 : 8 + n])
+        header["__metadata__"]["digests"] = digests
+        spans = {
+            k: (e["dtype"], tuple(e["shape"]), *e["data_offsets"])
+            for k, e in header.items()
+            if k != "__metadata__"
+        }
+        header["__metadata__"]["checksum"] = _format.header_checksum(header["__metadata__"], spans)
+        raw = json.dumps(header).encode()
+        data = struct.pack("<Q", len(raw)) + raw + data[8 + n :]
+    assert crafted_outcome(target, data) in ("ok", "format")
