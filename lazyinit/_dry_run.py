@@ -14,7 +14,8 @@ The lifecycle and its guarantees are told once, in :mod:`lazyinit._tracer`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import warnings
+from typing import Any, Literal
 
 import jax
 
@@ -24,9 +25,19 @@ from ._recorder import Trace
 from ._trace_cache import is_abstract
 from ._tracer import trace
 from ._typing import Params, Path, PerPath, State
-from .errors import InvalidArgumentError, ReshardStateError, StateMismatchError
+from .errors import (
+    InitializerError,
+    InvalidArgumentError,
+    NonFiniteParamWarning,
+    ReshardStateError,
+    StateMismatchError,
+)
 
 __all__ = ["dry_run", "dry_run_with_report"]
+
+NonFinite = Literal["warn", "raise", "ignore"]
+"""What a dry run does when an initializer draws NaN or an infinity: numpy's words
+(``np.errstate(invalid=...)``), since they say the same thing for the same kind of problem."""
 
 
 def dry_run(
@@ -42,6 +53,7 @@ def dry_run(
     rules: _sharding.Rules | None = None,
     axes: PerPath = None,
     reshard: bool = False,
+    nonfinite: NonFinite = "warn",
     **kwargs: Any,
 ) -> Params:
     """Infers every parameter's shape from a sample input and materializes the parameters.
@@ -63,14 +75,16 @@ def dry_run(
       device: a ``jax.Device`` or ``Sharding`` (or a mapping of path patterns
         to them) to materialize on. Loaded leaves are moved there too.
       jit: draw everything in one jit-compiled call instead of one cached
-        kernel per kind of parameter (same values; slower to compile).
+        kernel per kind of parameter (same values; slower to compile). Same-kind
+        parameters of more than 4 MiB together are still drawn one by one by
+        their kind's kernel, so that no stack of them is built.
       mesh: a ``jax.sharding.Mesh`` (or, for an abstract run, an
         ``AbstractMesh``) to shard every parameter over, as ``rules`` maps
         its logical axes (see :mod:`lazyinit._sharding`). All parameters are
-        then drawn in one jit-compiled call straight into their
-        ``NamedSharding``, with the same values as without a mesh; loaded
-        leaves are placed in the same layout. ``device=`` and placeholders'
-        devices win over the plan for their paths.
+        then drawn as with ``jit=True``, straight into their ``NamedSharding``
+        (each device computes only its shards), with the same values as
+        without a mesh; loaded leaves are placed in the same layout.
+        ``device=`` and placeholders' devices win over the plan for their paths.
       rules: logical axis name -> mesh axis, tuple of mesh axes or None,
         as a dict or a sequence of pairs.
       axes: per-path overrides of the parameters' logical axes (a tuple of
@@ -78,6 +92,12 @@ def dry_run(
       reshard: whether a loaded array already spread over several devices in
         another layout may be moved to the planned one (and listed in
         ``report.resharded``); by default it is an error.
+      nonfinite: what to do when an initializer draws NaN or an infinity: ``"warn"``
+        (a :class:`~lazyinit.errors.NonFiniteParamWarning` naming every such
+        parameter), ``"raise"`` (an :class:`~lazyinit.errors.InitializerError`) or
+        ``"ignore"``. The check is computed by the program that draws each parameter
+        and read back once, after every draw (a dry run inside ``jax.jit`` is not
+        checked: its values do not exist yet).
 
     Returns:
       The params, a nested dict of ``jax.Array`` (or ``ShapeDtypeStruct``).
@@ -89,6 +109,8 @@ def dry_run(
         or dtype, or ``state`` has paths the model lacks. All offending
         paths are listed; nothing is overwritten.
       InferShapeError: a layer cannot handle the sample input.
+      InitializerError: an initializer fails or returns the wrong shape or dtype, or (with
+        ``nonfinite="raise"``) draws NaN or an infinity.
       ShardParamError: a logical axis without a rule, a rule naming an axis
         the mesh lacks, or a dimension its mesh axes do not divide.
       ReshardStateError: a loaded array is sharded in another layout than
@@ -103,7 +125,7 @@ def dry_run(
         >>> jax.tree.map(jnp.shape, params)
         {'0': {'bias': (4,), 'kernel': (3, 4)}, '2': {'bias': (1,), 'kernel': (4, 1)}}
     """
-    options = _Options(dtype, device, jit, mesh, rules, axes, reshard)
+    options = _Options(dtype, device, jit, mesh, rules, axes, reshard, nonfinite)
     return _run(model, key, args, kwargs, state, True, options)[0]
 
 
@@ -121,6 +143,7 @@ def dry_run_with_report(
     rules: _sharding.Rules | None = None,
     axes: PerPath = None,
     reshard: bool = False,
+    nonfinite: NonFinite = "warn",
     **kwargs: Any,
 ) -> tuple[Params, Report]:
     """:func:`dry_run`, returning ``(params, report)``: what was kept, initialized and ignored.
@@ -138,7 +161,7 @@ def dry_run_with_report(
         >>> report.kept, report.unexpected
         (('0/bias', '0/kernel'), ('head/bias', 'head/kernel'))
     """
-    options = _Options(dtype, device, jit, mesh, rules, axes, reshard)
+    options = _Options(dtype, device, jit, mesh, rules, axes, reshard, nonfinite)
     return _run(model, key, args, kwargs, state, strict, options)
 
 
@@ -151,6 +174,15 @@ class _Options:
     rules: Any
     axes: PerPath
     reshard: bool
+    nonfinite: NonFinite
+
+    def __post_init__(self) -> None:
+        if self.nonfinite not in ("warn", "raise", "ignore"):
+            raise InvalidArgumentError(
+                f"nonfinite={self.nonfinite!r}: pass 'warn' (the default: a "
+                "NonFiniteParamWarning naming each parameter), 'raise' (an InitializerError) "
+                "or 'ignore'."
+            )
 
 
 def _run(
@@ -188,7 +220,10 @@ def _run(
             _sharding.agree_across_processes(
                 _sharding.fingerprint_rows(root, o.mesh, holes, m.taken)
             )
-        out.update(_draw(root, holes, moves, out, jit=o.jit or bool(planned)))
+        drawn = _draw(root, holes, moves, out, jit=o.jit or bool(planned))
+        if o.nonfinite != "ignore":
+            _check_finite(holes, drawn, o.nonfinite)
+        out.update(drawn.values)
     params = _paths.unflatten({p: out[p] for p in t.params}, t.layers)
     return params, _match.report(
         kept=m.taken, initialized=list(holes), unexpected=m.unexpected, resharded=resharded
@@ -244,20 +279,56 @@ def _draw(
     kept: dict[Path, Any],
     *,
     jit: bool,
-) -> dict[Path, Any]:
-    """The holes drawn from their initializers, and the kept leaves moved where planned."""
+) -> _materialize.Drawn:
+    """The holes drawn from their initializers (with their checks for NaN and infinities),
+    and the kept leaves moved where planned."""
     out = {path: jax.device_put(kept[path], sharding) for path, sharding in moves.items()}
     # Initializers that draw a whole module's variables at once (a wrapped flax module) are
     # compiled together even without jit=True: one program, not one per leaf.
     together = {
         p: h for p, h in holes.items() if jit or getattr(h.spec.init, "draws_together", False)
     }
-    for group in _sharding.by_devices(together):
-        out.update(_materialize.draw_all(root, group))
-    for path, hole in holes.items():
-        if path not in together:
-            out[path] = _materialize.draw(root, hole)
-    return out
+    drawn = _materialize.Drawn(out, {})
+    for group in [
+        *(_materialize.draw_all(root, g) for g in _sharding.by_devices(together)),
+        _materialize.draw_each(root, {p: h for p, h in holes.items() if p not in together}),
+    ]:
+        drawn.values.update(group.values)
+        drawn.finite.update(group.finite)
+    return drawn
+
+
+def _check_finite(holes: dict[Path, Hole], drawn: _materialize.Drawn, nonfinite: str) -> None:
+    """Names every parameter drawn with a NaN or an infinity: one transfer of all the checks.
+
+    A dry run traced by JAX (inside ``jax.jit``) has no values to look at: it is not checked.
+    """
+    paths = list(drawn.finite)
+    if any(isinstance(f, jax.core.Tracer) for f in drawn.finite.values()):
+        return
+    flags = jax.device_get([drawn.finite[p] for p in paths])
+    bad = [
+        p
+        for p, ok in zip(paths, flags)
+        if not ok and not _materialize.confirm_finite(drawn.values[p])
+    ]
+    if not bad:
+        return
+    lines = [
+        f"{_paths.join(p)!r} ({_materialize.initializer_name(holes[p].spec)})" for p in sorted(bad)
+    ]
+    message = (
+        f"The initializers drew NaN or infinite values for {len(bad)} parameter(s):\n  "
+        + "\n  ".join(lines)
+        + "\nCheck the initializer's arguments (a zero fan-in or a scale of inf gives NaN); "
+    )
+    if nonfinite == "raise":
+        raise InitializerError(message + "the params were not returned.")
+    warnings.warn(
+        message + "pass nonfinite='raise' to make this an error, 'ignore' to skip the check.",
+        NonFiniteParamWarning,
+        stacklevel=4,  # the caller of li.dry_run
+    )
 
 
 _ADVICE = (
