@@ -1,4 +1,5 @@
-"""Which libraries are installed, and each one's builder of the three models."""
+"""Which libraries are installed, each one's builder of the three models, and the figures that
+run as modules of their own."""
 
 from __future__ import annotations
 
@@ -28,3 +29,17 @@ def available() -> tuple[str, ...]:
 def build(lib: str, model: str, sizes: Sizes, layers: int | None = None) -> Impl:
     module: Any = importlib.import_module(_MODULES[lib])
     return module.build(model, sizes, layers)
+
+
+# Figures that are a module's ``main(argv)`` (``--quick`` for a smoke test), by name. The
+# ``memory-*`` ones measure peak memory in fresh processes (issue 20).
+FIGURES = {
+    "memory-init": "benchmarks.memory_init",
+    "big-trees": "benchmarks.big_trees",
+}
+
+
+def run_figure(name: str, argv: list[str] | None = None) -> None:
+    """Runs the figure ``name`` of :data:`FIGURES`; it prints its tables."""
+    module: Any = importlib.import_module(FIGURES[name])
+    module.main(argv)
