@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import jax
 
-from . import _keys, _match, _materialize, _paths, _sharding, _structure
+from . import _drawing, _keys, _match, _materialize, _paths, _sharding, _structure
 from ._match import Hole, Report, Target
 from ._recorder import Trace
 from ._trace_cache import is_abstract
@@ -279,7 +279,7 @@ def _draw(
     kept: dict[Path, Any],
     *,
     jit: bool,
-) -> _materialize.Drawn:
+) -> _drawing.Drawn:
     """The holes drawn from their initializers (with their checks for NaN and infinities),
     and the kept leaves moved where planned."""
     out = {path: jax.device_put(kept[path], sharding) for path, sharding in moves.items()}
@@ -288,34 +288,35 @@ def _draw(
     together = {
         p: h for p, h in holes.items() if jit or getattr(h.spec.init, "draws_together", False)
     }
-    drawn = _materialize.Drawn(out, {})
+    apart = {p: h for p, h in holes.items() if p not in together}
+    drawn = _drawing.Drawn(out, {})
     for group in [
-        *(_materialize.draw_all(root, g) for g in _sharding.by_devices(together)),
-        _materialize.draw_each(root, {p: h for p, h in holes.items() if p not in together}),
+        *(_drawing.draw_holes(root, g, together=True) for g in _sharding.by_devices(together)),
+        _drawing.draw_holes(root, apart, together=False),
     ]:
         drawn.values.update(group.values)
         drawn.finite.update(group.finite)
     return drawn
 
 
-def _check_finite(holes: dict[Path, Hole], drawn: _materialize.Drawn, nonfinite: str) -> None:
+def _check_finite(holes: dict[Path, Hole], drawn: _drawing.Drawn, nonfinite: str) -> None:
     """Names every parameter drawn with a NaN or an infinity: one transfer of all the checks.
 
     A dry run traced by JAX (inside ``jax.jit``) has no values to look at: it is not checked.
     """
-    paths = list(drawn.finite)
     if any(isinstance(f, jax.core.Tracer) for f in drawn.finite.values()):
         return
-    flags = jax.device_get([drawn.finite[p] for p in paths])
+    checks = {id(f): f for f in drawn.finite.values()}  # a batch's parameters share one
+    read = dict(zip(checks, jax.device_get(list(checks.values()))))
     bad = [
         p
-        for p, ok in zip(paths, flags)
-        if not ok and not _materialize.confirm_finite(drawn.values[p])
+        for p, f in drawn.finite.items()
+        if not read[id(f)] and not _drawing.confirm_finite(drawn.values[p])
     ]
     if not bad:
         return
     lines = [
-        f"{_paths.join(p)!r} ({_materialize.initializer_name(holes[p].spec)})" for p in sorted(bad)
+        f"{_paths.join(p)!r} ({_drawing.initializer_name(holes[p].spec)})" for p in sorted(bad)
     ]
     message = (
         f"The initializers drew NaN or infinite values for {len(bad)} parameter(s):\n  "

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import lazyinit as li
-from lazyinit import _materialize
+from lazyinit import _drawing, _materialize
 from lazyinit._keys import FUSED_THREEFRY, for_draw
 
 D = 1024  # a 4 MiB float32 kernel: big enough that temporaries show, quick to draw
@@ -22,10 +22,13 @@ D = 1024  # a 4 MiB float32 kernel: big enough that temporaries show, quick to d
 def _temporaries() -> int:
     """The largest temporary buffer size of every compiled draw the dry runs cached."""
     key, sizes = jax.random.key(0), [0]
-    for (init, *_), kernel in _materialize._KERNELS.items():
-        compiled = kernel.lower(key, _materialize.param_words(("p",), init)).compile()
+    for (init, *rest), kernel in _drawing._KERNELS.items():
+        words = _materialize.param_words(("p",), init)
+        if len(rest) == 5:  # a batch kernel: (shape, dtype, placement, typed key, batch size)
+            words = np.stack([words] * rest[-1])
+        compiled = kernel.lower(key, words).compile()
         sizes.append(compiled.memory_analysis().temp_size_in_bytes)
-    for program in _materialize._PROGRAMS.values():
+    for program in _drawing._PROGRAMS.values():
         sizes.append(program.lower(key).compile().memory_analysis().temp_size_in_bytes)
     return max(sizes)
 
@@ -69,7 +72,7 @@ def test_jit_true_draws_a_big_group_without_stacking_it_and_with_the_same_values
     li.clear_cache()
     x, key = jnp.ones((1, D)), jax.random.key(3)
     one_call = li.dry_run(Kernels(8), key, x, jit=True)
-    assert not _materialize._PROGRAMS  # no program holds the stack of eight
+    assert not _drawing._PROGRAMS  # no program holds the stack of eight
     assert _temporaries() <= D * D * 4 // 16
     eager = li.dry_run(Kernels(8), key, x)
     for name in eager:
@@ -82,18 +85,19 @@ def test_small_groups_are_still_drawn_in_one_program_with_the_same_values(key):
     li.clear_cache()
     model = li.Sequential([li.Linear(8) for _ in range(6)])
     one_call = li.dry_run(model, key, jnp.ones((1, 8)), jit=True)
-    assert len(_materialize._PROGRAMS) == 1
+    assert len(_drawing._PROGRAMS) == 1
     eager = li.dry_run(model, key, jnp.ones((1, 8)))
     assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), one_call, eager))
 
 
 def test_a_stacked_group_over_the_bound_is_split_and_values_stay(key, monkeypatch):
-    monkeypatch.setattr(_materialize, "GROUP_BYTES", 8 * 8 * 4)  # one 8x8 float32 kernel
+    monkeypatch.setattr(_drawing, "GROUP_BYTES", 8 * 8 * 4)  # one 8x8 float32 kernel
     li.clear_cache()
     model = li.Sequential([li.Linear(8) for _ in range(6)])
     split = li.dry_run(model, key, jnp.ones((1, 8)), jit=True)
-    (program,) = _materialize._PROGRAMS.values()  # the six biases (24 bytes each) stay in it
-    assert len(program.lower(key).out_info) == 6
+    (program,) = _drawing._PROGRAMS.values()  # the six biases (32 bytes each) stay in it,
+    (((biases, _),), inline) = program.lower(key).out_info  # stacked: one output, not six
+    assert biases.shape == (6, 8) and inline == []
     monkeypatch.undo()
     li.clear_cache()
     together = li.dry_run(model, key, jnp.ones((1, 8)), jit=True)

@@ -115,7 +115,8 @@ def test_the_checks_are_read_in_one_transfer_per_dry_run(key, monkeypatch):
     real = jax.device_get
     monkeypatch.setattr(jax, "device_get", lambda x: transfers.append(len(x)) or real(x))
     li.dry_run(li.Sequential([li.Linear(3) for _ in range(5)]), key, X)
-    assert transfers == [10]  # five kernels and five biases, one transfer
+    assert transfers == [3]  # one transfer: the (4, 3) kernel's check and two batches' checks
+
 
 
 def test_a_bad_nonfinite_option_is_refused_before_anything_runs(key):

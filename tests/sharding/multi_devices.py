@@ -114,15 +114,15 @@ def test_no_device_ever_holds_a_whole_parameter(key):
 def test_each_device_draws_only_its_shards_without_temporaries(key):
     """Issue 20: eight 1024 x 1024 kernels over 8 devices, more than one group's worth, are
     drawn by one kernel compiled for their kind: per device, its shard and no temporaries."""
-    from lazyinit import _materialize
+    from lazyinit import _drawing, _materialize
 
     li.clear_cache()
     mesh = auto_mesh((8,), ("fsdp",))
     model = li.Sequential([li.Linear(1024, use_bias=False) for _ in range(8)])
     x = jnp.ones((1, 1024))
     params = li.dry_run(model, key, x, mesh=mesh, rules={"embed": "fsdp", "mlp": None})
-    assert not _materialize._PROGRAMS
-    ((init, *_), kernel), *others = _materialize._KERNELS.items()
+    assert not _drawing._PROGRAMS
+    ((init, *_), kernel), *others = _drawing._KERNELS.items()
     assert not others
     stats = kernel.lower(key, _materialize.param_words(("0", "kernel"), init)).compile()
     stats = stats.memory_analysis()
