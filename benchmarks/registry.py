@@ -33,7 +33,11 @@ def build(lib: str, model: str, sizes: Sizes, layers: int | None = None) -> Impl
 
 # Figures that are a module's ``main(argv)`` (``--quick`` for a smoke test), by name. The
 # ``memory-*`` ones measure peak memory in fresh processes (issue 20).
-FIGURES = {"memory-checkpoint": "benchmarks.memory_checkpoint"}
+FIGURES = {
+    "memory-init": "benchmarks.memory_init",
+    "memory-checkpoint": "benchmarks.memory_checkpoint",
+    "big-trees": "benchmarks.big_trees",
+}
 
 
 def run_figure(name: str, argv: list[str] | None = None) -> None:

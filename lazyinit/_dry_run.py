@@ -14,19 +14,30 @@ The lifecycle and its guarantees are told once, in :mod:`lazyinit._tracer`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import warnings
+from typing import Any, Literal
 
 import jax
 
-from . import _keys, _match, _materialize, _paths, _progress, _sharding, _structure
+from . import _drawing, _keys, _match, _materialize, _paths, _progress, _sharding, _structure
 from ._match import Hole, Report, Target
 from ._recorder import Trace
 from ._trace_cache import is_abstract
 from ._tracer import trace
 from ._typing import Params, Path, PerPath, State
-from .errors import InvalidArgumentError, ReshardStateError, StateMismatchError
+from .errors import (
+    InitializerError,
+    InvalidArgumentError,
+    NonFiniteParamWarning,
+    ReshardStateError,
+    StateMismatchError,
+)
 
 __all__ = ["dry_run", "dry_run_with_report"]
+
+NonFinite = Literal["warn", "raise", "ignore"]
+"""What a dry run does when an initializer draws NaN or an infinity: numpy's words
+(``np.errstate(invalid=...)``), since they say the same thing for the same kind of problem."""
 
 
 def dry_run(
@@ -43,6 +54,7 @@ def dry_run(
     axes: PerPath = None,
     reshard: bool = False,
     progress: bool | None = None,
+    nonfinite: NonFinite = "warn",
     **kwargs: Any,
 ) -> Params:
     """Infers every parameter's shape from a sample input and materializes the parameters.
@@ -64,14 +76,16 @@ def dry_run(
       device: a ``jax.Device`` or ``Sharding`` (or a mapping of path patterns
         to them) to materialize on. Loaded leaves are moved there too.
       jit: draw everything in one jit-compiled call instead of one cached
-        kernel per kind of parameter (same values; slower to compile).
+        kernel per kind of parameter (same values; slower to compile). Same-kind
+        parameters of more than 4 MiB together are still drawn one by one by
+        their kind's kernel, so that no stack of them is built.
       mesh: a ``jax.sharding.Mesh`` (or, for an abstract run, an
         ``AbstractMesh``) to shard every parameter over, as ``rules`` maps
         its logical axes (see :func:`lazyinit.plan`). All parameters are
-        then drawn in one jit-compiled call straight into their
-        ``NamedSharding``, with the same values as without a mesh; loaded
-        leaves are placed in the same layout. ``device=`` and placeholders'
-        devices win over the plan for their paths.
+        then drawn as with ``jit=True``, straight into their ``NamedSharding``
+        (each device computes only its shards), with the same values as
+        without a mesh; loaded leaves are placed in the same layout.
+        ``device=`` and placeholders' devices win over the plan for their paths.
       rules: logical axis name -> mesh axis, tuple of mesh axes or None,
         as a dict or a sequence of pairs.
       axes: per-path overrides of the parameters' logical axes (a tuple of
@@ -82,6 +96,12 @@ def dry_run(
       progress: show a progress bar while drawing (``True``), never (``False``),
         or, by default, on a terminal or in Jupyter when the draw makes about a
         gigabyte or more.
+      nonfinite: what to do when an initializer draws NaN or an infinity: ``"warn"``
+        (a :class:`~lazyinit.errors.NonFiniteParamWarning` naming every such
+        parameter), ``"raise"`` (an :class:`~lazyinit.errors.InitializerError`) or
+        ``"ignore"``. The check is computed by the program that draws each parameter
+        and read back once, after every draw (a dry run inside ``jax.jit`` is not
+        checked: its values do not exist yet).
 
     Returns:
       The params, a nested dict of ``jax.Array`` (or ``ShapeDtypeStruct``).
@@ -93,6 +113,8 @@ def dry_run(
         or dtype, or ``state`` has paths the model lacks. All offending
         paths are listed; nothing is overwritten.
       InferShapeError: a layer cannot handle the sample input.
+      InitializerError: an initializer fails or returns the wrong shape or dtype, or (with
+        ``nonfinite="raise"``) draws NaN or an infinity.
       ShardParamError: a logical axis without a rule, a rule naming an axis
         the mesh lacks, or a dimension its mesh axes do not divide.
       ReshardStateError: a loaded array is sharded in another layout than
@@ -107,7 +129,7 @@ def dry_run(
         >>> jax.tree.map(jnp.shape, params)
         {'0': {'bias': (4,), 'kernel': (3, 4)}, '2': {'bias': (1,), 'kernel': (4, 1)}}
     """
-    options = _Options(dtype, device, jit, mesh, rules, axes, reshard, progress)
+    options = _Options(dtype, device, jit, mesh, rules, axes, reshard, progress, nonfinite)
     return _run(model, key, args, kwargs, state, True, options)[0]
 
 
@@ -126,6 +148,7 @@ def dry_run_with_report(
     axes: PerPath = None,
     reshard: bool = False,
     progress: bool | None = None,
+    nonfinite: NonFinite = "warn",
     **kwargs: Any,
 ) -> tuple[Params, Report]:
     """:func:`dry_run`, returning ``(params, report)``: what was kept, initialized and ignored.
@@ -143,7 +166,7 @@ def dry_run_with_report(
         >>> report.kept, report.unexpected
         (('0/bias', '0/kernel'), ('head/bias', 'head/kernel'))
     """
-    options = _Options(dtype, device, jit, mesh, rules, axes, reshard, progress)
+    options = _Options(dtype, device, jit, mesh, rules, axes, reshard, progress, nonfinite)
     return _run(model, key, args, kwargs, state, strict, options)
 
 
@@ -157,6 +180,15 @@ class _Options:
     axes: PerPath
     reshard: bool
     progress: bool | None
+    nonfinite: NonFinite
+
+    def __post_init__(self) -> None:
+        if self.nonfinite not in ("warn", "raise", "ignore"):
+            raise InvalidArgumentError(
+                f"nonfinite={self.nonfinite!r}: pass 'warn' (the default: a "
+                "NonFiniteParamWarning naming each parameter), 'raise' (an InitializerError) "
+                "or 'ignore'."
+            )
 
 
 def _run(
@@ -196,7 +228,10 @@ def _run(
                 _sharding.fingerprint_rows(root, o.mesh, holes, m.taken)
             )
         with _progress.bar("li.dry_run", _progress.nbytes(holes.values()), o.progress):
-            out.update(_draw(root, holes, moves, out, jit=o.jit or bool(planned)))
+            drawn = _draw(root, holes, moves, out, jit=o.jit or bool(planned))
+        if o.nonfinite != "ignore":
+            _check_finite(holes, drawn, o.nonfinite)
+        out.update(drawn.values)
     params = _paths.unflatten({p: out[p] for p in t.params}, t.layers)
     return params, _match.report(
         kept=m.taken, initialized=list(holes), unexpected=m.unexpected, resharded=resharded
@@ -252,20 +287,57 @@ def _draw(
     kept: dict[Path, Any],
     *,
     jit: bool,
-) -> dict[Path, Any]:
-    """The holes drawn from their initializers, and the kept leaves moved where planned."""
+) -> _drawing.Drawn:
+    """The holes drawn from their initializers (with their checks for NaN and infinities),
+    and the kept leaves moved where planned."""
     out = {path: jax.device_put(kept[path], sharding) for path, sharding in moves.items()}
     # Initializers that draw a whole module's variables at once (a wrapped flax module) are
     # compiled together even without jit=True: one program, not one per leaf.
     together = {
         p: h for p, h in holes.items() if jit or getattr(h.spec.init, "draws_together", False)
     }
-    for group in _sharding.by_devices(together):
-        out.update(_materialize.draw_all(root, group))
-    for path, hole in holes.items():
-        if path not in together:
-            out[path] = _materialize.draw(root, hole)
-    return out
+    apart = {p: h for p, h in holes.items() if p not in together}
+    drawn = _drawing.Drawn(out, {})
+    for group in [
+        *(_drawing.draw_holes(root, g, together=True) for g in _sharding.by_devices(together)),
+        _drawing.draw_holes(root, apart, together=False),
+    ]:
+        drawn.values.update(group.values)
+        drawn.finite.update(group.finite)
+    return drawn
+
+
+def _check_finite(holes: dict[Path, Hole], drawn: _drawing.Drawn, nonfinite: str) -> None:
+    """Names every parameter drawn with a NaN or an infinity: one transfer of all the checks.
+
+    A dry run traced by JAX (inside ``jax.jit``) has no values to look at: it is not checked.
+    """
+    if any(isinstance(f, jax.core.Tracer) for f in drawn.finite.values()):
+        return
+    checks = {id(f): f for f in drawn.finite.values()}  # a batch's parameters share one
+    read = dict(zip(checks, jax.device_get(list(checks.values()))))
+    bad = [
+        p
+        for p, f in drawn.finite.items()
+        if not read[id(f)] and not _drawing.confirm_finite(drawn.values[p])
+    ]
+    if not bad:
+        return
+    lines = [
+        f"{_paths.join(p)!r} ({_drawing.initializer_name(holes[p].spec)})" for p in sorted(bad)
+    ]
+    message = (
+        f"The initializers drew NaN or infinite values for {len(bad)} parameter(s):\n  "
+        + "\n  ".join(lines)
+        + "\nCheck the initializer's arguments (a zero fan-in or a scale of inf gives NaN); "
+    )
+    if nonfinite == "raise":
+        raise InitializerError(message + "the params were not returned.")
+    warnings.warn(
+        message + "pass nonfinite='raise' to make this an error, 'ignore' to skip the check.",
+        NonFiniteParamWarning,
+        stacklevel=4,  # the caller of li.dry_run
+    )
 
 
 _ADVICE = (

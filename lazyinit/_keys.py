@@ -8,19 +8,35 @@ a mistake (the sample passed in the key's place, a batch of keys, a deleted
 key, a seed too large to be a seed) is one clear :class:`InvalidArgumentError`
 instead of a JAX error from deep inside the draw. The abstract and concrete
 dry runs accept exactly the same keys.
+
+**The key an initializer gets** (:func:`for_draw`) is its per-path threefry key
+with the same key data, typed as :data:`FUSED_THREEFRY`: the threefry2x32 hash
+written as plain element-wise operations. JAX lowers threefry on the CPU as a
+loop over its five rounds that keeps two ``uint32`` arrays as big as the output
+(and the counters) alive: drawing a 64 MiB kernel needed 192 MiB of temporaries.
+Written out, XLA fuses the counters, the hash and the initializer's arithmetic
+into one loop that writes the output directly, so a draw needs no temporaries
+beyond its output, on one device or on each device's shard. The bits are
+threefry's, bit for bit (the key scheme's values do not change: golden tests
+pin them); splitting and folding keys is JAX's own threefry. Raw ``uint32``
+keys, other PRNG implementations and ``jax_threefry_partitionable=False`` draw
+through JAX as they are.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.extend.random import define_prng_impl, threefry_prng_impl
 
 from . import _paths
 from .errors import InvalidArgumentError
 
-__all__ = ["as_key"]
+__all__ = ["as_key", "for_draw", "FUSED_THREEFRY"]
 
 _EXAMPLE = "li.dry_run(model, jax.random.key(0), x)"
 
@@ -144,3 +160,73 @@ def as_key(key: Any, *, abstract: bool = False) -> Any:
         _check_array(key, abstract=abstract)
         return key
     raise _not_a_key(key)
+
+
+# ---------------------------------------------------------------------------
+# The key an initializer gets: threefry, written so that XLA fuses the draw.
+
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+_PARITY = np.uint32(0x1BD11BDA)
+
+
+def _rotate_left(x: jax.Array, bits: int) -> jax.Array:
+    return (x << np.uint32(bits)) | (x >> np.uint32(32 - bits))
+
+
+def _threefry2x32(k1: Any, k2: Any, x1: jax.Array, x2: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Threefry-2x32 with 20 rounds (Salmon et al. 2011), element-wise: a key is injected
+    every four rounds, the rotations alternate between two sets of four."""
+    ks = (k1, k2, k1 ^ k2 ^ _PARITY)
+    x1, x2 = x1 + ks[0], x2 + ks[1]
+    for i in range(5):
+        for r in _ROTATIONS[i % 2]:
+            x1 = x1 + x2
+            x2 = _rotate_left(x2, r) ^ x1
+        x1 = x1 + ks[(i + 1) % 3]
+        x2 = x2 + ks[(i + 2) % 3] + np.uint32(i + 1)
+    return x1, x2
+
+
+def _random_bits(key: jax.Array, bit_width: int, shape: tuple[int, ...]) -> jax.Array:
+    """JAX's partitionable threefry bits: the hash of each element's row-major index."""
+    size = math.prod(shape)
+    if not shape or size >= 2**32 or not jax.config.jax_threefry_partitionable:  # type: ignore[attr-defined]
+        return threefry_prng_impl.random_bits(key, bit_width, shape)
+    strides = [math.prod(shape[d + 1 :]) for d in range(len(shape))]
+    low = jax.lax.broadcasted_iota(jnp.uint32, shape, 0) * np.uint32(strides[0])
+    for d in range(1, len(shape)):  # each index < 2**32: the high word of the counter is 0
+        low = low + jax.lax.broadcasted_iota(jnp.uint32, shape, d) * np.uint32(strides[d])
+    b1, b2 = _threefry2x32(key[0], key[1], jnp.zeros(shape, jnp.uint32), low)
+    if bit_width == 64:
+        return (b1.astype(jnp.uint64) << np.uint64(32)) | b2.astype(jnp.uint64)
+    bits = b1 ^ b2
+    return bits if bit_width == 32 else bits.astype(np.dtype(f"uint{bit_width}"))
+
+
+FUSED_THREEFRY = define_prng_impl(
+    key_shape=threefry_prng_impl.key_shape,
+    seed=threefry_prng_impl.seed,
+    split=threefry_prng_impl.split,
+    random_bits=_random_bits,
+    fold_in=threefry_prng_impl.fold_in,
+    name="lazyinit_threefry2x32",
+    tag="lzfry",
+)
+"""Threefry2x32 whose random bits XLA fuses into the draw: the same bits as JAX's."""
+
+
+def for_draw(key: Any) -> Any:
+    """``key`` as the initializer gets it: a typed threefry key becomes the same key data
+    typed as :data:`FUSED_THREEFRY` (see the module doc); any other key is returned as it is.
+
+    Examples:
+        >>> import jax, lazyinit as li
+        >>> from lazyinit._keys import for_draw
+        >>> key = jax.random.key(0)
+        >>> a = jax.random.normal(key, (3,))
+        >>> bool((jax.random.normal(for_draw(key), (3,)) == a).all())
+        True
+    """
+    if _is_typed(key) and str(jax.random.key_impl(key)) == "threefry2x32":
+        return jax.random.wrap_key_data(jax.random.key_data(key), impl=FUSED_THREEFRY)
+    return key

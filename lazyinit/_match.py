@@ -19,7 +19,7 @@ their decisions and their words cannot drift apart:
   side *unexpected* (with a near-miss hint); each entry point's *policy* says
   which of the two it refuses (:func:`judge`);
 * numpy values are copied into ``jax.Array``s, so a caller's later in-place edit
-  never reaches the params.
+  never reaches the params (small ones in stacks, one transfer for many).
 
 Every problem is collected, none is raised here: :func:`judge` lists what an
 entry point refuses and :func:`refuse` raises one
@@ -322,11 +322,38 @@ def _is_hole(x: Any, abstract: bool) -> bool:
     return isinstance(x, Uninitialized) or (_paths.is_hole(x) and not abstract)
 
 
-def _as_value(x: Any) -> Any:
-    """A value the caller cannot change behind our back: numpy is copied into a ``jax.Array``."""
-    if isinstance(x, (np.ndarray, np.generic)):
-        return jnp.array(x, copy=True)
-    return x
+_STACK_LEAF = 64 * 2**10  # numpy leaves up to this size travel in stacks (below)
+_STACK = 4 * 2**20  # the most bytes of one stack
+
+
+def _on_device(values: dict[Path, Any]) -> dict[Path, Any]:
+    """``values`` with every numpy leaf copied into a ``jax.Array``, so that a caller's later
+    in-place edit never reaches the params.
+
+    Small leaves of one shape and dtype travel together, as one host stack that one transfer
+    copies and JAX then splits on the device: a transfer per leaf costs more than the rules
+    themselves on a state of 10,000 small leaves. Each leaf is what ``jnp.array(x, copy=True)``
+    gives (tests/core/test_rules.py pins it).
+    """
+    stacks: dict[tuple[tuple[int, ...], np.dtype], list[Path]] = {}
+    out = dict(values)
+    for path, x in values.items():
+        if not isinstance(x, (np.ndarray, np.generic)):
+            continue
+        if x.nbytes <= _STACK_LEAF:
+            stacks.setdefault((np.shape(x), np.dtype(x.dtype)), []).append(path)
+        else:
+            out[path] = jnp.array(x, copy=True)
+    for paths in stacks.values():
+        per = max(1, _STACK // max(1, values[paths[0]].nbytes))
+        for i in range(0, len(paths), per):
+            chunk = paths[i : i + per]
+            if len(chunk) == 1:
+                out[chunk[0]] = jnp.array(values[chunk[0]], copy=True)
+                continue
+            stacked = jnp.asarray(np.stack([values[p] for p in chunk]))
+            out.update(zip(chunk, stacked))
+    return out
 
 
 def _hole(path: Path, target: Target, hint: Any) -> Hole:
@@ -417,7 +444,7 @@ def match(
         if new is None:
             m.missing.append(path)
             if target.value is not None:
-                m.values[path] = _as_value(target.value)
+                m.values[path] = target.value
             else:
                 m.holes[path] = _hole(path, target, None)
             continue
@@ -440,6 +467,7 @@ def match(
     m.unexpected = [
         p for p in incoming if p not in used and not any(p[: len(w)] == w for w in wholes)
     ]
+    m.values = _on_device(m.values)
     return m
 
 
@@ -448,7 +476,7 @@ def _take(path: Path, target: Target, new: Any, cast: bool, cast_hint: str, m: M
     want = target.dtype or target.default_dtype
     m.taken.append(path)
     if want is None or np.dtype(new.dtype) == np.dtype(want):
-        return _as_value(new)
+        return new  # numpy is copied onto a device once every decision is taken
     if cast:
         m.cast.append(path)
         if isinstance(new, jax.ShapeDtypeStruct):

@@ -1,12 +1,11 @@
-"""Turning specs into arrays: per-path keys, cached kernels, dtype and placement.
+"""The key scheme: each parameter's key from its path, its dtype and its placement.
 
 Each parameter is drawn with its own key, ``fold_in`` of the root key and
-two 32-bit words hashed from its path (:func:`param_key`). The draw runs as a
-small jit-compiled kernel cached per ``(initializer, shape, dtype,
-placement)``: the first dry run compiles one kernel per distinct kind of
-parameter (a GPT-2 has about a dozen), later ones and other paths reuse them.
-``jit=True`` instead draws everything in one compiled call, which placement
-over a mesh needs; both give the same values.
+two 32-bit words hashed from its path (:func:`param_key`), by its initializer
+(:func:`init_at`); the key the initializer gets draws threefry's bits through
+a PRNG implementation that XLA fuses (:func:`lazyinit._keys.for_draw`). How the
+draws are compiled and batched is :mod:`lazyinit._drawing`'s business; whatever
+it does, a parameter's value is its initializer at its path's key.
 """
 
 from __future__ import annotations
@@ -14,24 +13,22 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-from collections.abc import Mapping
 from typing import Any
 
 import jax
 import numpy as np
 
 from . import _paths
-from ._keys import as_key
+from ._keys import as_key, for_draw
 from ._match import Hole
-from ._spec import Param
 from ._typing import Path
-from .errors import InitializerError, InvalidArgumentError, InvalidSpecError
+from .errors import InvalidArgumentError, InvalidSpecError
 
 __all__ = [
     "KEY_SCHEME",
     "param_key",
-    "draw",
-    "draw_all",
+    "param_words",
+    "init_at",
     "placement",
     "abstract_leaf",
     "Stacked",
@@ -89,11 +86,13 @@ def param_words(path: Path, init: Any) -> np.ndarray:
     )
 
 
-def _init_at(init: Any, root: jax.Array, words: jax.Array, shape: Any, dtype: Any) -> jax.Array:
+def init_at(
+    init: Any, root: jax.Array, words: jax.Array | np.ndarray, shape: Any, dtype: Any
+) -> jax.Array:
     """``init`` at the key of ``words``; a stacked one draws each slice at its own words."""
     if isinstance(init, Stacked):
-        return jax.vmap(lambda w: _init_at(init.init, root, w, shape[1:], dtype))(words)
-    return init(_fold(root, words), shape, dtype)
+        return jax.vmap(lambda w: init_at(init.init, root, w, shape[1:], dtype))(words)
+    return init(for_draw(_fold(root, words)), shape, dtype)
 
 
 def param_key(key: Any, path: str | Path) -> jax.Array:
@@ -134,70 +133,6 @@ def check_dtype(hole: Hole) -> None:
         )
 
 
-_KERNELS: dict[Any, Any] = {}
-
-
-def _kernel(param: Param, dtype: np.dtype, sharding: Any, path: Path, key: jax.Array) -> Any:
-    cache_key: Any = (
-        param.init,
-        param.shape,
-        dtype,
-        sharding,
-        jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key),
-    )
-    try:
-        kernel = _KERNELS.get(cache_key)
-    except TypeError:  # an unhashable initializer: compile, but do not cache
-        cache_key, kernel = None, None
-    if kernel is not None:
-        return kernel
-    shape, init = param.shape, param.init
-
-    def draw_one(root: jax.Array, words: jax.Array) -> jax.Array:
-        return _init_at(init, root, words, shape, dtype)
-
-    kernel = jax.jit(draw_one, out_shardings=sharding)
-    check(path, param, dtype, _trace_initializer(path, param, kernel, key, param_words(path, init)))
-    if cache_key is not None:
-        _KERNELS[cache_key] = kernel
-    return kernel
-
-
-def _initializer_name(param: Param) -> str:
-    return getattr(param.init, "__name__", repr(param.init))
-
-
-def _trace_initializer(path: Path, param: Param, kernel: Any, key: Any, words: Any) -> Any:
-    """The abstract output of a parameter's initializer; its failure becomes InitializerError."""
-    try:
-        return kernel.trace(key, words).out_info
-    except Exception as e:
-        raise InitializerError(
-            f"For parameter {_paths.join(path)!r}: initializer {_initializer_name(param)} "
-            f"raised {type(e).__name__}: {str(e)[:300]}. An initializer is called as "
-            "init(key, shape, dtype) and must return one array of that shape and dtype."
-        ) from e
-
-
-def check(path: Path, param: Param, dtype: np.dtype, out: Any) -> None:
-    """Raises unless an initializer's output ``out`` has the declared shape and dtype."""
-    if not (hasattr(out, "shape") and hasattr(out, "dtype")):
-        raise InitializerError(
-            f"For parameter {_paths.join(path)!r}: initializer {_initializer_name(param)} "
-            f"returned {type(out).__name__} {str(out)[:100]}, not an array. An initializer is "
-            f"called as init(key, shape, dtype) and must return one array of {dtype.name}"
-            f"{list(param.shape)}."
-        )
-    if tuple(out.shape) != param.shape or out.dtype != dtype:
-        name = _initializer_name(param)
-        raise InitializerError(
-            f"For parameter {_paths.join(path)!r}: initializer {name} returned "
-            f"{out.dtype.name}{list(out.shape)}, but the spec declares "
-            f"{dtype.name}{list(param.shape)}. Fix the initializer to honour its shape and dtype "
-            "arguments."
-        )
-
-
 def abstract_leaf(hole: Hole) -> jax.ShapeDtypeStruct:
     """The abstract stand-in of a parameter (shared: ``ShapeDtypeStruct`` is immutable)."""
     shape, dtype, sharding = hole.spec.shape, np.dtype(hole.dtype), hole.device
@@ -212,68 +147,6 @@ def _abstract(shape: tuple[int, ...], dtype: np.dtype, sharding: Any) -> jax.Sha
     return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
 
 
-def draw(key: jax.Array, hole: Hole) -> jax.Array:
-    """One parameter, drawn eagerly by its cached kernel."""
-    param, dtype = hole.spec, np.dtype(hole.dtype)
-    kernel = _kernel(param, dtype, hole.device, hole.path, key)
-    return kernel(key, param_words(hole.path, param.init))
-
-
-_PROGRAMS: dict[Any, Any] = {}
-
-
-def _groups(holes: Mapping[Path, Hole]) -> list[tuple[Any, list[Path]]]:
-    """Paths grouped by (initializer, shape, dtype): each group is one vmapped draw, so the
-    program grows with the number of kinds of parameters, not with the model's depth. vmap of
-    a draw over keys gives the same values as drawing each key alone."""
-    groups: dict[Any, list[Path]] = {}
-    for path, hole in holes.items():
-        kind = (hole.spec.init, hole.spec.shape, np.dtype(hole.dtype))
-        try:
-            groups.setdefault(kind, []).append(path)
-        except TypeError:  # an unhashable initializer draws alone
-            groups[(*kind, path)] = [path]
-    return [(kind[:3], members) for kind, members in groups.items()]
-
-
-def draw_all(key: jax.Array, holes: Mapping[Path, Hole]) -> dict[Path, jax.Array]:
-    """Every hole drawn in one jit-compiled call, each into its sharding (``hole.device``)."""
-    paths = list(holes)
-    for p in paths:  # validates each initializer's output once
-        h = holes[p]
-        _kernel(h.spec, np.dtype(h.dtype), h.device, p, key)
-    signature: Any = tuple(
-        (p, holes[p].spec.init, holes[p].spec.shape, np.dtype(holes[p].dtype), holes[p].device)
-        for p in paths
-    )
-    try:
-        program = _PROGRAMS.get(signature)
-    except TypeError:
-        signature, program = None, None
-    if program is None:
-        groups = _groups(holes)
-
-        def everything(root: jax.Array) -> list[jax.Array]:
-            out: dict[Path, jax.Array] = {}
-            for (init, shape, dtype), members in groups:
-                words = np.stack([param_words(p, init) for p in members])
-                if len(members) == 1:
-                    out[members[0]] = _init_at(init, root, words[0], shape, dtype)
-                    continue
-                stacked = jax.vmap(lambda w, f=init, s=shape, d=dtype: _init_at(f, root, w, s, d))(
-                    words
-                )
-                out.update((p, stacked[i]) for i, p in enumerate(members))
-            return [out[p] for p in paths]
-
-        program = jax.jit(everything, out_shardings=[holes[p].device for p in paths])
-        if signature is not None:
-            _PROGRAMS[signature] = program
-    return dict(zip(paths, program(key)))
-
-
 def clear_cache() -> None:
-    """Forgets the compiled initializer kernels and programs (see ``li.clear_cache``)."""
-    _KERNELS.clear()
-    _PROGRAMS.clear()
+    """Forgets the cached abstract leaves (see ``li.clear_cache``)."""
     _abstract.cache_clear()

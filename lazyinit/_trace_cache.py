@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _materialize, _paths
+from . import _drawing, _materialize, _paths
 
 __all__ = [
     "CACHE",
@@ -93,6 +93,7 @@ def clear_cache() -> None:
     equal layers and inputs, so this frees memory; it never changes a result)."""
     CACHE.clear()
     _materialize.clear_cache()
+    _drawing.clear_cache()
     for cache in _OTHER_CACHES:
         cache.clear()
 

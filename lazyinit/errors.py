@@ -49,6 +49,7 @@ __all__ = [
     "ShardParamError",
     "ProcessMismatchError",
     "RescaleLayerError",
+    "NonFiniteParamWarning",
 ]
 
 
@@ -86,6 +87,13 @@ class InvalidSpecError(LazyInitError, ValueError):
 class InitializerError(LazyInitError, ValueError):
     """An initializer raised, or returned something other than one array of the declared shape and
     dtype; the message names the parameter path and the initializer."""
+
+
+class NonFiniteParamWarning(RuntimeWarning):
+    """An initializer drew NaN or infinite values; the message names each parameter path and
+    its initializer. ``li.dry_run(..., nonfinite="raise")`` makes it an :class:`InitializerError`,
+    ``nonfinite="ignore"`` skips the check (numpy warns with a ``RuntimeWarning`` for the same
+    kind of problem)."""
 
 
 class ConfigureLayerError(LazyInitError, TypeError, ValueError):

@@ -40,12 +40,12 @@ def test_identical_blocks_are_traced_once_and_a_repeat_not_at_all(key):
 
 
 def test_only_the_batch_size_changing_keeps_params_and_compiles_nothing_new(key):
-    from lazyinit import _materialize
+    from lazyinit import _drawing
 
     small = li.dry_run(LazyMLP(), key, X)
-    kernels = len(_materialize._KERNELS)
+    kernels = len(_drawing._KERNELS)
     big = li.dry_run(LazyMLP(), key, jnp.ones((32, 6)))
-    assert len(_materialize._KERNELS) == kernels
+    assert len(_drawing._KERNELS) == kernels
     assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), small, big))
 
 

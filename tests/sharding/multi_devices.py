@@ -111,6 +111,37 @@ def test_no_device_ever_holds_a_whole_parameter(key):
     assert stats.temp_size_in_bytes + stats.output_size_in_bytes < kernel_bytes
 
 
+def test_each_device_draws_only_its_shards_without_temporaries(key):
+    """Issue 20: eight 1024 x 1024 kernels over 8 devices, more than one group's worth, are
+    drawn by one kernel compiled for their kind: per device, its shard and no temporaries."""
+    from lazyinit import _drawing, _materialize
+
+    li.clear_cache()
+    mesh = auto_mesh((8,), ("fsdp",))
+    model = li.Sequential([li.Linear(1024, use_bias=False) for _ in range(8)])
+    x = jnp.ones((1, 1024))
+    params = li.dry_run(model, key, x, mesh=mesh, rules={"embed": "fsdp", "mlp": None})
+    assert not _drawing._PROGRAMS
+    ((init, *_), kernel), *others = _drawing._KERNELS.items()
+    assert not others
+    stats = kernel.lower(key, _materialize.param_words(("0", "kernel"), init)).compile()
+    stats = stats.memory_analysis()
+    shard = 1024 * 1024 * 4 // 8
+    assert stats.output_size_in_bytes < shard + 64  # the shard and the finite check
+    assert stats.temp_size_in_bytes < shard // 16
+    assert_same_values(params, li.dry_run(model, key, x))
+
+
+def test_a_sharded_draw_names_nonfinite_values(key):
+    def nan_at_the_last_row(k, shape, dtype):
+        return jnp.zeros(shape, dtype).at[-1, -1].set(jnp.nan)
+
+    mesh = auto_mesh((8,), ("fsdp",))
+    model = li.Sequential([li.Linear(16, kernel_init=nan_at_the_last_row)])
+    with pytest.warns(li.errors.NonFiniteParamWarning, match=r"'0/kernel' \(nan_at_the_last_row\)"):
+        li.dry_run(model, key, jnp.ones((1, 8)), mesh=mesh, rules={"embed": "fsdp", "mlp": None})
+
+
 def test_abstract_dry_run_on_a_real_mesh_plans_the_same_shardings(key):
     mesh = auto_mesh((2, 4), ("fsdp", "tensor"))
     abstract = li.dry_run(
