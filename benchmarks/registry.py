@@ -28,3 +28,10 @@ def available() -> tuple[str, ...]:
 def build(lib: str, model: str, sizes: Sizes, layers: int | None = None) -> Impl:
     module: Any = importlib.import_module(_MODULES[lib])
     return module.build(model, sizes, layers)
+
+
+FIGURES: dict[str, str] = {
+    "memory-convert": "benchmarks.convert_memory",  # from_torch_state_dict's peak memory
+}
+"""Figures run on their own, by name: the module whose ``main(argv)`` prints the table
+(``python -m <module>``, ``--quick`` for a smoke test)."""

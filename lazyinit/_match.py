@@ -85,8 +85,9 @@ class Report:
       cast: loaded leaves whose dtype was converted because ``cast=True``.
       resharded: kept leaves that a dry run moved from another multi-device layout to the
         planned one because ``reshard=True``.
-      tied: entries of another library's state that are copies of a loaded one (tied
-        weights, as ``lm_head.weight`` and ``wte.weight``), checked equal and not kept twice.
+      tied: entries of another library's state that hold a tensor tied to a loaded
+        parameter (``lm_head.weight`` beside ``wte.weight``): checked equal to it and not
+        loaded under their own name.
     """
 
     kept: tuple[str, ...] = ()

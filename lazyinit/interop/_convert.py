@@ -203,7 +203,8 @@ def _resolve_ties(
 ) -> tuple[dict[Path, Any], list[Path]]:
     """``state`` with each group of tied entries resolved: a wanted entry that is absent is
     filled from a present one; a present one the model has no place for is checked equal to
-    the one loaded and dropped. Returns the new state and the entries filled or dropped."""
+    the one loaded and dropped. Returns the new state and the entries not loaded under their
+    own name."""
     wanted = {o for item in planned for o in item.other}
     out = dict(state)
     tied: list[Path] = []
@@ -211,23 +212,22 @@ def _resolve_ties(
         present = [p for p in group if p in state]
         if not present:
             continue
-        source = next((p for p in group if p in wanted and p in state), present[0])
+        source = next((p for p in present if p in wanted), present[0])
         for p in group:
-            if p == source:
-                continue
             if p in wanted and p not in state:
                 out[p] = state[source]
-                tied.append(p)
-            elif p in state and p not in wanted:
-                if not _equal(fetch(state[p]), fetch(state[source])):
-                    problems.append(
-                        f"{fw.show(p)!r} is tied to {fw.show(source)!r} (one tensor under two "
-                        "names), but their values differ: the model keeps one of them. Pass the "
-                        "state in which they are one tensor, or give the model a parameter of "
-                        "its own for each"
-                    )
-                del out[p]
-                tied.append(p)
+        for p in present:
+            if p in wanted:
+                continue
+            if p != source and not _equal(fetch(state[p]), fetch(state[source])):
+                problems.append(
+                    f"{fw.show(p)!r} is tied to {fw.show(source)!r} (one tensor under two "
+                    "names), but their values differ: the model keeps one of them. Pass the "
+                    "state in which they are one tensor, or give the model a parameter of "
+                    "its own for each"
+                )
+            del out[p]
+            tied.append(p)
     return out, tied
 
 
@@ -247,7 +247,7 @@ def _tie_hints(
         if mine.size < 2 or bool(np.all(mine == mine.flat[0])):
             continue
         for t in taken:
-            if tuple(np.shape(state[t])) == shape and _equal(fetch(state[u]), fetch(state[t])):
+            if tuple(np.shape(state[t])) == shape and _equal(mine, fetch(state[t])):
                 lines.append(
                     f"{fw.show(u)!r} holds the same values as {fw.show(t)!r}: if they are tied "
                     "(one tensor under two names, as a language model's output layer and its "

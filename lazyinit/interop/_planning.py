@@ -144,19 +144,26 @@ def plan(
     def where(at: Path) -> Path:
         return module_path(rename, fw.split, at)
 
-    return _plan(fw, s, where, kinds, problems)
+    def kind_of(at: Path, module: Path) -> tuple[Any, str | None]:
+        return kinds.of(at, fw.show(module))
+
+    return _plan(fw, s, where, kind_of, kinds.used, problems)
+
+
+KindOf = Callable[[Path, Path], tuple[Any, str | None]]
+"""``(layer path, module path) -> (module type or None, the layouts= pattern that said it)``."""
 
 
 def _plan(
     fw: Framework,
     s: Structure,
     where: Callable[[Path], Path],
-    kinds: Kinds,
+    kind_of: KindOf,
+    used: set[str],
     problems: list[str],
-    outer: Path = (),
 ) -> list[Planned]:
-    """:func:`plan` with module paths given by ``where``; ``outer`` is the lazyinit path of an
-    enclosing stacked layer (``s`` is then its block's structure, by relative path)."""
+    """:func:`plan` with module paths given by ``where`` and module types by ``kind_of``, in
+    the coordinates of ``s`` (a stacked layer's block: paths relative to it and to a copy)."""
     claimed: dict[Path, Path] = {}
     for path in s.leaves:
         for i in range(len(path)):
@@ -177,11 +184,11 @@ def _plan(
         layer, group = s.layers[at], groups[at]
         module = where(at)
         if fw.stacks and stacked(layer) is not None:
-            items = _per_copy(fw, s, at, module, group, kinds, problems, outer)
+            items = _per_copy(fw, s, at, module, group, kind_of, used, problems)
             out.extend(items)
             covered.update(p for item in items for p in item.lazy)
             return
-        kind, pattern = kinds.of((*outer, *at), fw.show(module))
+        kind, pattern = kind_of(at, module)
         try:
             convert = fw.registry.find(layer, kind)
         except NoRule as e:
@@ -194,7 +201,7 @@ def _plan(
                 return
         else:
             if pattern is not None:
-                kinds.used.add(pattern)
+                used.add(pattern)
         assert convert is not None  # a claimed layer is known to the registry
         for rule in convert(layer, group):
             lazy = tuple((*at, *p) for p in rule.lazy)
@@ -203,10 +210,8 @@ def _plan(
             leaves_of = tuple(group[p] for p in rule.lazy)
             out.append(Planned(rule, lazy, other, leaves_of, layer, at, kind, s.inputs.get(at)))
 
-    for (
-        path,
-        leaf,
-    ) in s.leaves.items():  # in call order, each layer's rules in its converter's order
+    # In call order, each layer's rules in its converter's order.
+    for path, leaf in s.leaves.items():
         if path in claimed and claimed[path] in groups:
             emit_group(claimed[path])
             del groups[claimed[path]]
@@ -244,44 +249,38 @@ def _per_copy(
     at: Path,
     module: Path,
     group: dict[Path, Leaf],
-    kinds: Kinds,
+    kind_of: KindOf,
+    used: set[str],
     problems: list[str],
-    outer: Path,
 ) -> list[Planned]:
     """A stacked layer's rules: its block's, planned once (by copy ``0``'s module types), each
     applied to every copy ``i`` of the other library (module ``i``) and stacked."""
     block, n = stacked(s.layers[at])  # type: ignore[misc]
-    below = {
-        p[len(at) :]: l for p, l in s.layers.items() if p[: len(at)] == at and len(p) > len(at)
-    }
+    inside = {p[len(at) :]: l for p, l in s.layers.items() if p[: len(at)] == at and p != at}
     one = Structure(
-        {(): block, **below},
+        {(): block, **inside},
         {p: Leaf(leaf.shape[1:], leaf.dtype, leaf.trainable) for p, leaf in group.items()},
         {p[len(at) :]: v for p, v in s.inputs.items() if p[: len(at)] == at},
     )
-    seen: dict[Path, Any] = {}
+    seen: dict[tuple[Path, Path], Any] = {}
 
-    class _First(Kinds):  # copy 0's module types, remembered to check the other copies
-        def of(self, rel: Path, shown: str) -> tuple[Any, str | None]:
-            rel_at = rel[len(outer) + len(at) :]
-            kind, pattern = kinds.of(rel, fw.show((*module, "0", *rel_at)))
-            seen[rel_at] = kind
-            if pattern is not None:
-                self.used.add(pattern)
-            return kind, pattern
+    def first_copy(rel: Path, rel_module: Path) -> tuple[Any, str | None]:
+        kind, pattern = kind_of((*at, *rel), (*module, "0", *rel_module))
+        seen[(rel, rel_module)] = kind
+        return kind, pattern
 
-    first = _First(used=kinds.used)
-    inner = _plan(fw, one, lambda rel: rel, first, problems, (*outer, *at))
-    for rel_at, kind in seen.items():
+    inner = _plan(fw, one, lambda rel: rel, first_copy, used, problems)
+    for (rel, rel_module), kind in seen.items():
         for i in range(1, n):
-            other, _ = kinds.of((*outer, *at, *rel_at), fw.show((*module, str(i), *rel_at)))
+            copy = (*module, str(i), *rel_module)
+            other, _ = kind_of((*at, *rel), copy)
             if other != kind:
                 problems.append(
                     f"copy {i} of {type(s.layers[at]).__name__} at {_paths.join(at)!r} is a "
-                    f"{kind_name(other) if other else 'missing module'} at "
-                    f"{fw.show((*module, str(i), *rel_at))!r} where copy 0 is a "
-                    f"{kind_name(kind) if kind else 'missing module'}: the copies of a stacked "
-                    "layer are converted alike, so their modules must be of one type"
+                    f"{kind_name(other) if other else 'missing module'} at {fw.show(copy)!r} "
+                    f"where copy 0 is a {kind_name(kind) if kind else 'missing module'}: the "
+                    "copies of a stacked layer are converted alike, so their modules must be of "
+                    "one type"
                 )
                 break
     items = []

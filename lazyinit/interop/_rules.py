@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._typing import Path
+from ..errors import InvalidArgumentError
 
 __all__ = [
     "Leaf",
@@ -155,7 +156,10 @@ def linear(
         (3, 8)
     """
     if layout not in LAYOUTS:
-        raise ValueError(f"linear: layout={layout!r}; expected one of {LAYOUTS}.")
+        raise InvalidArgumentError(
+            f"linear: layout={layout!r} is not a layout; pass 'linear' (nn.Linear's (out, in)) "
+            "or 'conv1d' (Hugging Face Conv1D's (in, out))."
+        )
     n_in = 1 if in_shape is None else len(in_shape)
 
     def to_lazy(w: Any) -> tuple[Any]:
@@ -240,7 +244,10 @@ def rotary(rule: Rule, head_dim: int, layout: str = "interleaved") -> Rule:
     if layout == "half":
         return rule
     if layout != "interleaved":
-        raise ValueError(f"rotary: layout={layout!r}; expected 'interleaved' or 'half'.")
+        raise InvalidArgumentError(
+            f"rotary: layout={layout!r} is not a rotary layout; pass 'interleaved' (pairs 2j, "
+            "2j + 1: Meta's LLaMA, GPT-J) or 'half' (pairs j, j + head_dim/2: lazyinit's own)."
+        )
     half = np.concatenate([np.arange(0, head_dim, 2), np.arange(1, head_dim, 2)])
     back = np.argsort(half)
 

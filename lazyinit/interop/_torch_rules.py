@@ -63,8 +63,9 @@ def register(layer_type: type, module_type: Any = None) -> Callable[[Converter],
 
     With ``module_type`` (a torch module class, or its class name such as
     ``'GPT2Attention'``), the converter serves ``layer_type`` beside modules of
-    that type only (and subclasses); without, beside any module and for a bare
-    state dict. ``leaves`` maps each parameter path below the layer (relative, a
+    that type (and its subclasses); without, for a bare state dict, and beside
+    any module if the layer type has no rules per module type (a layer of your
+    own). A user's registration replaces a built-in one for the same pair. ``leaves`` maps each parameter path below the layer (relative, a
     tuple) to its :class:`lazyinit.interop.Leaf`; the rules (:mod:`lazyinit.interop`:
     ``same``, ``linear``, ``fused``, ``rotary``, ...) say which PyTorch entries
     (relative dotted names) each parameter comes from.
@@ -146,10 +147,20 @@ def _norm(layer: Any, leaves: dict[Path, Leaf]) -> list[Rule]:
     if ("mean",) in leaves:
         rules += [same("mean", "running_mean"), same("var", "running_var")]
         if ("count",) in leaves:  # BatchNorm counts its training batches, as PyTorch does
-            rules.append(same("count", "num_batches_tracked"))
+            rules.append(_count(leaves[("count",)].dtype))
         else:  # InstanceNorm: PyTorch's count stays 0
             rules.append(extra("num_batches_tracked", lambda: np.zeros((), np.int64)))
     return rules
+
+
+def _count(dtype: Any) -> Rule:
+    """PyTorch's integer ``num_batches_tracked`` is BatchNorm's floating-point ``count``."""
+    return Rule(
+        (("count",),),
+        (("num_batches_tracked",),),
+        lambda n: (jnp.asarray(n).astype(dtype),),
+        lambda c: (jnp.round(c).astype(jnp.int32),),
+    )
 
 
 def _embedding(layer: Any, leaves: dict[Path, Leaf]) -> list[Rule]:

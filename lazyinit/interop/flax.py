@@ -297,7 +297,8 @@ def _batch_norm(layer: Any, leaves: dict[Path, Leaf]) -> list[Rule]:
     it starts at 0 on import and is not exported."""
     rules = _params(layer, {p: leaf for p, leaf in leaves.items() if p != ("count",)})
     if ("count",) in leaves:
-        rules.append(Rule((("count",),), (), lambda: (jnp.zeros((), jnp.int32),), lambda c: ()))
+        zero = jnp.zeros((), leaves[("count",)].dtype)
+        rules.append(Rule((("count",),), (), lambda: (zero,), lambda c: ()))
     return rules
 
 

@@ -266,6 +266,7 @@ def _check_against(model: Any, module: Any, state: Mapping[str, Any], flat: Mapp
         {p: jax.ShapeDtypeStruct(np.shape(v), v.dtype) for p, v in flat.items()},
         abstract=True,
         show=FRAMEWORK.show,
+        hint=lambda found, expected, path: "",  # the layouts are the module's own: no guess
     )
     _match.refuse(
         f"{type(model).__name__}'s params do not make the state dict of {type(module).__name__}",

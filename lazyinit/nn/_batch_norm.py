@@ -4,10 +4,14 @@ Both follow PyTorch's maths: ``momentum`` weighs the new statistic
 (``running = (1 - momentum) * running + momentum * batch``, flax's
 ``momentum`` is ``1 -`` this one) and the running variance is the unbiased
 one, while the output is normalized with the biased one. ``BatchNorm`` counts
-its training batches in an int32 ``count`` buffer, as PyTorch's
-``num_batches_tracked`` does; with ``momentum=None`` (PyTorch's cumulative
-average) the ``n``-th training batch weighs ``1 / n``. ``InstanceNorm`` counts
-nothing (PyTorch's ``num_batches_tracked`` of one stays 0). The running
+its training batches in a ``count`` buffer, as PyTorch's ``num_batches_tracked``
+does; with ``momentum=None`` (PyTorch's cumulative average) the ``n``-th
+training batch weighs ``1 / n``. ``InstanceNorm`` counts nothing (PyTorch's
+``num_batches_tracked`` of one stays 0). The count is a floating-point buffer
+like the statistics, on purpose: ``jax.grad`` of a loss over the whole params
+(buffers included, masked for the optimizer by ``li.labels``) refuses integer
+leaves. In float32 it is exact up to 2**24 (16.7 million) batches; keep it float32
+if the dry run's ``dtype=`` stores the rest in a 16-bit type. The running
 statistics are buffers (``li.Param(..., trainable=False)``, named ``mean``,
 ``var`` and ``count``), updated only in a training-mode call under
 ``li.apply(..., mutable=True)``; the affine ones are ``scale`` and ``bias``.
@@ -42,7 +46,7 @@ def norm_specs(layer: Any, channels: Any, stats: bool, count: bool) -> dict[str,
         specs["mean"] = Param((channels,), initializers.zeros, axes=layer.axes, trainable=False)
         specs["var"] = Param((channels,), initializers.ones, axes=layer.axes, trainable=False)
         if count:
-            specs["count"] = Param((), initializers.zeros, "int32", trainable=False)
+            specs["count"] = Param((), initializers.zeros, trainable=False)
     return specs
 
 

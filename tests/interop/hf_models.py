@@ -11,6 +11,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import lazyinit as li
 
@@ -25,8 +26,9 @@ from lazyinit.interop.torch import attention, register  # noqa: E402
 VOCAB, POSITIONS, WIDTH, HEADS, LAYERS = 50, 16, 16, 2, 2
 
 
-def gpt2(square: bool = False) -> Any:
-    """``GPT2LMHeadModel`` (lm_head tied to wte), in evaluation mode, with random weights."""
+def gpt2(inner: int = 4 * WIDTH) -> Any:
+    """``GPT2LMHeadModel`` (lm_head tied to wte), in evaluation mode, with random weights; its
+    MLP is ``inner`` wide (``WIDTH``: square Conv1D weights)."""
     torch.manual_seed(0)
     config = transformers.GPT2Config(
         vocab_size=VOCAB,
@@ -34,6 +36,7 @@ def gpt2(square: bool = False) -> Any:
         n_embd=WIDTH,
         n_layer=LAYERS,
         n_head=HEADS,
+        n_inner=inner,
         bos_token_id=0,
         eos_token_id=0,
     )
@@ -91,9 +94,21 @@ class GPT2(li.Layer):
     ln_f: li.Layer = li.LayerNorm()
 
     def __call__(self, params: Any, ids: jax.Array) -> jax.Array:
-        x = self.wte(params["wte"], ids) + self.wpe(params["wpe"], jnp.arange(ids.shape[-1]))
+        positions = self.wpe(params["wpe"], jnp.arange(ids.shape[-1]))
+        x = self.wte(params["wte"], ids) + positions[None]
         x = self.ln_f(params["ln_f"], self.h(params["h"], x))
         return self.wte.attend(params["wte"], x)
+
+
+def port(inner: int = 4 * WIDTH) -> GPT2:
+    """The lazyinit GPT-2 with an MLP ``inner`` wide."""
+    block = Block(mlp=MLP(c_fc=li.Linear(inner)))
+    return GPT2(h=li.Repeat(block, LAYERS))
+
+
+def logits(model: Any) -> Any:
+    with torch.no_grad():
+        return model(torch.from_numpy(np.asarray(IDS, np.int64))).logits.numpy()
 
 
 def register_gpt2() -> None:
