@@ -102,9 +102,9 @@ def measure(leaves: int, rounds: int, folder: str) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name, _ in ROWS}
     for r in range(rounds):
         for name, call in calls.items():
-            times[name].append(seconds(lambda c=call: c(r)))
+            times[name].append(seconds(lambda c=call, r=r: c(r)))
         li.clear_cache()
-        times["dry_run cold"].append(seconds(lambda: li.dry_run(model, jax.random.key(r), x)))
+        times["dry_run cold"].append(seconds(lambda r=r: li.dry_run(model, jax.random.key(r), x)))
     return times
 
 

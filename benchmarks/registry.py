@@ -36,6 +36,7 @@ def build(lib: str, model: str, sizes: Sizes, layers: int | None = None) -> Impl
 FIGURES = {
     "memory-init": "benchmarks.memory_init",
     "memory-checkpoint": "benchmarks.memory_checkpoint",
+    "memory-convert": "benchmarks.convert_memory",
     "big-trees": "benchmarks.big_trees",
 }
 

@@ -85,6 +85,9 @@ class Report:
       cast: loaded leaves whose dtype was converted because ``cast=True``.
       resharded: kept leaves that a dry run moved from another multi-device layout to the
         planned one because ``reshard=True``.
+      tied: entries of another library's state that hold a tensor tied to a loaded
+        parameter (``lm_head.weight`` beside ``wte.weight``): checked equal to it and not
+        loaded under their own name.
     """
 
     kept: tuple[str, ...] = ()
@@ -94,6 +97,7 @@ class Report:
     unexpected: tuple[str, ...] = ()
     cast: tuple[str, ...] = ()
     resharded: tuple[str, ...] = ()
+    tied: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         rows = [
@@ -220,6 +224,7 @@ class Matched:
     cast: list[Path] = dataclasses.field(default_factory=list)
     problems: list[str] = dataclasses.field(default_factory=list)
     names: _Names | None = None
+    shapes: dict[Path, Shape | None] = dataclasses.field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------
@@ -234,8 +239,11 @@ def shape_str(shape: Shape | None) -> str:
     return f"({dims},)" if len(shape) == 1 else f"({dims})"
 
 
-def transpose_hint(found: Shape | None, expected: Shape | None) -> str:
-    """The default size-mismatch hint: a 2-d shape that is the transpose of the expected one."""
+def transpose_hint(found: Shape | None, expected: Shape | None, path: Path = ()) -> str:
+    """The default size-mismatch hint: a 2-d shape that is the transpose of the expected one.
+
+    A converter's hint also gets the ``path`` of the entry, to name its layer and the likely cause.
+    """
     if (
         found is not None
         and expected is not None
@@ -286,16 +294,25 @@ class _Names:
 
     show: Callable[[Path], str]
     about: Mapping[Path, str]
-    hint: Callable[[Shape | None, Shape | None], str]
+    hint: Callable[[Shape | None, Shape | None, Path], str]
 
     def __call__(self, path: Path) -> str:
         about = self.about.get(path)
         return f"{self.show(path)!r}" + (f" ({about})" if about else "")
 
 
-def near_hint(path: Path, candidates: list[Path], show: Callable[[Path], str] = _paths.join) -> str:
-    """`` (did you mean 'fc1/kernel'?)`` for the likeliest of ``candidates``, or ``''``."""
-    hit = _paths.near_miss(path, candidates)
+def near_hint(
+    path: Path,
+    candidates: list[Path],
+    show: Callable[[Path], str] = _paths.join,
+    shapes: Mapping[Path, Shape | None] | None = None,
+) -> str:
+    """`` (did you mean 'fc1/kernel'?)`` for the likeliest of ``candidates``, or ``''``
+    (:func:`lazyinit._paths.near_misses`: structure, shapes, spelling, order)."""
+    return _did_you_mean(_paths.near_miss(path, candidates, shapes), show)
+
+
+def _did_you_mean(hit: Path | None, show: Callable[[Path], str]) -> str:
     return f" (did you mean {show(hit)!r}?)" if hit is not None else ""
 
 
@@ -396,15 +413,15 @@ def match(
     cast_hint: str = "pass cast=True to convert it",
     show: Callable[[Path], str] = _paths.join,
     about: Mapping[Path, str] | None = None,
-    hint: Callable[[Shape | None, Shape | None], str] = transpose_hint,
+    hint: Callable[[Shape | None, Shape | None, Path], str] = transpose_hint,
 ) -> Matched:
     """Applies the load rules to every path of ``targets`` and ``incoming``; raises nothing.
 
     In an ``abstract`` match a ``ShapeDtypeStruct`` counts as a value, not a hole.
     ``cast_hint`` is the remedy a dtype mismatch names (it differs by entry point: the
     rule does not). ``show`` prints a path as the entry point's keys (another library's
-    dotted names), ``about`` adds what a key belongs to, and ``hint`` explains a size
-    mismatch (default: the transpose of PyTorch's layout).
+    dotted names), ``about`` adds what a key belongs to, and ``hint(found, expected, path)``
+    explains a size mismatch (default: the transpose of PyTorch's layout).
     """
     names = _Names(show, about or {}, hint)
     m = Matched(names=names)
@@ -460,13 +477,15 @@ def match(
         found = tuple(new.shape)
         if not _agrees(found, target.shape):
             m.problems.append(
-                size_mismatch(names(path), found, target.shape, hint(found, target.shape))
+                size_mismatch(names(path), found, target.shape, hint(found, target.shape, path))
             )
             continue
         m.values[path] = _take(path, target, new, cast, cast_hint, m)
     m.unexpected = [
         p for p in incoming if p not in used and not any(p[: len(w)] == w for w in wholes)
     ]
+    m.shapes = {p: targets[p].shape for p in m.missing}
+    m.shapes.update((p, _shape_of(incoming[p])) for p in m.unexpected)
     m.values = _on_device(m.values)
     return m
 
@@ -493,14 +512,17 @@ def _take(path: Path, target: Target, new: Any, cast: bool, cast_hint: str, m: M
 
 def judge(m: Matched, *, missing: bool, unexpected: bool) -> list[str]:
     """Every line an entry point refuses: the rule problems, then missing and unexpected keys
-    where its policy refuses them (each with a near-miss hint from the other side)."""
+    where its policy refuses them, each with a near-miss hint from the other side (paired one
+    to one, by structure, shape, spelling and order: :func:`lazyinit._paths.near_misses`)."""
     names = m.names or _Names(_paths.join, {}, transpose_hint)
     lines = list(m.problems)
+    pairs = _paths.near_misses(m.missing, m.unexpected, m.shapes)
+    back = {o: w for w, o in pairs.items()}
     if missing:
-        lines += [missing_key(names(p), near_hint(p, m.unexpected, names.show)) for p in m.missing]
+        lines += [missing_key(names(p), _did_you_mean(pairs.get(p), names.show)) for p in m.missing]
     if unexpected:
         lines += [
-            unexpected_key(names(p), near_hint(p, m.missing, names.show)) for p in m.unexpected
+            unexpected_key(names(p), _did_you_mean(back.get(p), names.show)) for p in m.unexpected
         ]
     return lines
 

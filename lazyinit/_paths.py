@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -178,19 +179,64 @@ def unflatten(flat: Mapping[Path, Any], skeleton: Iterable[Path] = ()) -> dict[s
     return root
 
 
-def near_miss(path: Path, candidates: list[Path]) -> Path | None:
-    """The candidate a user most likely meant by ``path``, or None.
+Shape = tuple[int | None, ...]
 
-    ``candidates`` are the paths left unmatched on the other side. The only
-    one under the same parent wins (``fc1/weight`` -> ``fc1/kernel``);
-    otherwise the closest spelling, if any is close.
+
+def near_miss(
+    path: Path, candidates: list[Path], shapes: Mapping[Path, Shape | None] | None = None
+) -> Path | None:
+    """The candidate a user most likely meant by ``path``, or None (see :func:`near_misses`)."""
+    return near_misses([path], candidates, shapes).get(path)
+
+
+def near_misses(
+    wanted: list[Path], offered: list[Path], shapes: Mapping[Path, Shape | None] | None = None
+) -> dict[Path, Path]:
+    """Pairs paths ``wanted`` on one side with the ``offered`` ones most likely meant, each once.
+
+    The evidence, strongest first: the only candidate under the same parent
+    (``fc1/weight`` -> ``fc1/kernel``); the shapes (``shapes``, where known), the
+    same or the same sizes in another order (``in_proj_weight (24, 8)`` ->
+    ``c_attn.weight (8, 24)``, not the closer spelt ``c_proj.weight (8, 8)``);
+    the same last name; the spelling; the position in call order (the first of
+    several equal candidates pairs with the first). A candidate whose known shape
+    is unrelated is never suggested, unless it is the only one under the same
+    parent; one related by spelling alone must be close.
     """
-    siblings = [c for c in candidates if c[:-1] == path[:-1]]
-    if len(siblings) == 1:
-        return siblings[0]
-    names = {join(c): c for c in candidates}
-    close = difflib.get_close_matches(join(path), list(names), n=1, cutoff=0.6)
-    return names[close[0]] if close else None
+    shapes = shapes or {}
+    siblings: dict[Path, int] = {}
+    for c in offered:
+        siblings[c[:-1]] = siblings.get(c[:-1], 0) + 1
+    scored = []
+    for i, w in enumerate(wanted):
+        for j, o in enumerate(offered):
+            only_sibling = w[:-1] == o[:-1] and siblings[o[:-1]] == 1
+            fit = _shape_fit(shapes.get(w), shapes.get(o))
+            spelling = difflib.SequenceMatcher(None, join(w), join(o)).ratio()
+            if not only_sibling and (fit == 0 or (fit == 1 and spelling < 0.6)):
+                continue
+            order = abs(i / max(len(wanted), 1) - j / max(len(offered), 1))
+            scored.append(((only_sibling, fit, w[-1] == o[-1], spelling, -order), w, o))
+    scored.sort(key=lambda s: s[0], reverse=True)
+    pairs: dict[Path, Path] = {}
+    taken: set[Path] = set()
+    for _, w, o in scored:
+        if w not in pairs and o not in taken:
+            pairs[w] = o
+            taken.add(o)
+    return pairs
+
+
+def _shape_fit(a: Shape | None, b: Shape | None) -> int:
+    """4: the same shape; 3: the same sizes in another order; 2: as many elements; 1: unknown;
+    0: unrelated."""
+    if a is None or b is None or None in a or None in b:
+        return 1
+    if tuple(a) == tuple(b):
+        return 4
+    if sorted(a) == sorted(b):  # type: ignore[type-var]
+        return 3
+    return 2 if math.prod(a) == math.prod(b) else 0  # type: ignore[arg-type]
 
 
 def resolve(choice: PerPath, path: Path, default: Any = None) -> Any:

@@ -13,15 +13,22 @@
 A flat file of joined names (a safetensors file) nests with ``li.nest``.
 
 Both submodules are imported on first use: ``import lazyinit.interop.torch``.
-Converters for your own layers are lists of :class:`Rule` (built with
-:func:`same`, :func:`permute`, :func:`extra`), registered with each
+Converters for your own layers (and for other libraries' modules: GPT-2's
+attention) are lists of :class:`Rule`, small values that compose: :func:`same`,
+:func:`permute`, :func:`reshape`, :func:`linear` (a weight in ``nn.Linear``'s or
+``Conv1D``'s layout), :func:`fused` (q/k/v packed in one entry), :func:`rotary`
+(another rotary layout of q/k) and :func:`extra`, registered with each
 submodule's ``register``.
 """
 
-from ._convert import Leaf as Leaf
-from ._convert import Rule as Rule
-from ._convert import extra as extra
-from ._convert import permute as permute
-from ._convert import same as same
+from ._rules import Leaf as Leaf
+from ._rules import Rule as Rule
+from ._rules import extra as extra
+from ._rules import fused as fused
+from ._rules import linear as linear
+from ._rules import permute as permute
+from ._rules import reshape as reshape
+from ._rules import rotary as rotary
+from ._rules import same as same
 
-__all__ = ["Leaf", "Rule", "extra", "permute", "same"]
+__all__ = ["Leaf", "Rule", "extra", "fused", "linear", "permute", "reshape", "rotary", "same"]

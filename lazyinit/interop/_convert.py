@@ -1,301 +1,68 @@
-"""The machinery shared by the PyTorch and flax converters: rules, planning, all-or-nothing conversion.
+"""Converting another library's state into lazyinit params and back: checked, all or nothing.
 
-A *rule* ties some parameters of one lazyinit layer to some entries of the
-other library's state, with a function each way (a transpose, a split, a
-reshape). Rules come from a converter registered per layer type; a layer
-without one maps each of its parameters to an entry of the same name, as is.
+Import plans the rules (:mod:`lazyinit.interop._planning`), then makes the
+entries each rule expects the targets of lazyinit's load rules
+(:mod:`lazyinit._match`), named by the other library's keys, so that every
+missing, unexpected and mis-shaped entry is worded as every other entry point
+words it, and one :class:`~lazyinit.errors.StateMismatchError` lists them all before
+anything is converted. Tied entries (one tensor under two names) are resolved
+first: a copy the model has no place for is checked equal to its source.
 
-*Planning* finds which layer owns which parameter from the model's trace
-(:mod:`lazyinit._structure`): on the sample when one is given, else the trace
-a dry run cached. Importing without either (PyTorch's own flow: a full state
-loaded into a lazy model) uses the structure derived from the layers' specs
-and fields when it is complete, and the shapes of the incoming entries for
-the dims that depend on the input; a later dry run checks it against the
-trace. A registered layer claims every parameter below
-its path, so a converter may regroup its children's parameters (attention's
-packed ``in_proj_weight``).
-
-Conversion validates everything first (missing and unexpected entries, and
-each entry's shape against what the rule expects, derived by
-``jax.eval_shape`` of the rule's export function) and raises one
-:class:`~lazyinit.errors.StateMismatchError` listing every problem; only then does it
-build a new tree. The caller's data is only ever read.
+Then each rule converts its entries one at a time, from a view of the caller's
+memory into a new array, and drops its references before the next: the peak is
+the params plus about one tensor, never a second copy of the whole state. The
+caller's data is only ever read, and no param shares memory with it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _match, _paths, _structure
+from .. import _match, _paths
 from .._match import Report
-from .._recorder import Trace
 from .._spec import Uninitialized
-from .._tracer import trace
 from .._typing import Path
-from ..errors import InferShapeError
+from ._planning import Planned, expected, plan, structure
+from ._registry import Framework, Kinds
+from ._rules import Leaf
 
-__all__ = ["Rule", "Leaf", "Framework", "same", "permute", "extra", "import_state", "export_state"]
+__all__ = ["import_state", "export_state", "tie_groups"]
 
-Convert = Callable[..., Any]
-Shape = tuple[int | None, ...]
-Converter = Callable[..., list["Rule"]]
-"""``converter(layer, leaves) -> list[Rule]``: how one layer type's parameters map to entries."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Leaf:
-    """What a converter knows of one parameter: its shape, dtype and whether it is trainable."""
-
-    shape: tuple[int, ...]
-    dtype: Any
-    trainable: bool = True
+Ties = Iterable[tuple[Path, ...]]
 
 
-@dataclasses.dataclass(frozen=True)
-class Rule:
-    """Parameters ``lazy`` of a layer correspond to entries ``other`` of the other library.
-
-    Paths are relative to the layer (lazyinit) and to its module (the other
-    library). ``to_lazy(*other_arrays)`` and ``to_other(*lazy_arrays)`` each
-    return a tuple, in the order of the paths. A rule with no ``lazy`` paths
-    is an entry lazyinit does not keep (PyTorch's ``num_batches_tracked``):
-    it is checked on import and written by ``to_other()`` on export.
-    """
-
-    lazy: tuple[Path, ...]
-    other: tuple[Path, ...]
-    to_lazy: Convert
-    to_other: Convert
+def tie_groups(pairs: Iterable[tuple[Path, Path]]) -> list[tuple[Path, ...]]:
+    """Groups of entries that hold one tensor, from ``(copy, source)`` pairs (transitively)."""
+    groups: list[set[Path]] = []
+    for a, b in pairs:
+        hit = [g for g in groups if a in g or b in g]
+        merged = {a, b}.union(*hit)
+        groups = [g for g in groups if g not in hit] + [merged]
+    return [tuple(sorted(g)) for g in groups]
 
 
-def same(name: str, other: str | Path | None = None) -> Rule:
-    """Parameter ``name`` is entry ``other`` (default: the same name), in the same layout."""
-    return permute(name, other or name, None)
+def _entries_of(fw: Framework, item: Planned) -> str:
+    if not item.lazy:
+        return f"{item.where} (an entry lazyinit does not keep)"
+    return f"{item.where}, parameter {', '.join(repr(_paths.join(p)) for p in item.lazy)}"
 
 
-def permute(name: str, other: str | Path, perm: tuple[int, ...] | None) -> Rule:
-    """Parameter ``name`` is entry ``other`` with its axes transposed by ``perm`` (lazyinit -> other)."""
-    target = (other,) if isinstance(other, str) else tuple(other)
-    if perm is None:
-        return Rule(((name,),), (target,), lambda a: (a,), lambda a: (a,))
-    back = tuple(int(i) for i in np.argsort(perm))
-    return Rule(
-        ((name,),),
-        (target,),
-        lambda a: (jnp.transpose(a, back),),
-        lambda a: (jnp.transpose(a, perm),),
-    )
-
-
-def extra(other: str | Path, value: Callable[[], Any]) -> Rule:
-    """An entry of the other library that lazyinit does not keep; ``value()`` is written on export."""
-    target = (other,) if isinstance(other, str) else tuple(other)
-    return Rule((), (target,), lambda a: (), lambda: (value(),))
-
-
-@dataclasses.dataclass(frozen=True)
-class Framework:
-    """How one library addresses its state.
-
-    Attributes:
-      name: ``'PyTorch'``, ``'flax'``: how messages name the library.
-      noun: how messages name its state (``'a PyTorch state dict'``).
-      entry: how messages name one entry of it (``'PyTorch entry'``).
-      registry: layer type -> ``converter(layer, leaves) -> list[Rule]``, where
-        ``leaves`` maps each parameter path below the layer (relative) to a :class:`Leaf`.
-      default: the rule for a parameter of a layer that has no converter.
-      locate: ``(module_path, rel) -> path`` of an entry in the other library's state.
-      show: how an entry's path prints (``'fc1.weight'``, ``'params/fc1/kernel'``).
-      split: how a module path written by the user splits into names (``rename=``).
-      hint: ``(found_shape, expected_shape) -> str``, a hint for a size mismatch.
-      module_of: the module path of an entry's path (for the ``rename=`` hint).
-      importer, exporter: the public functions' names, for messages.
-    """
-
-    name: str
-    noun: str
-    entry: str
-    registry: dict[type, Converter]
-    default: Callable[[str, Leaf], Rule]
-    locate: Callable[[Path, Path], Path]
-    show: Callable[[Path], str]
-    split: Callable[[str], Path]
-    hint: Callable[[Shape | None, Shape | None], str]
-    module_of: Callable[[Path], Path] = lambda path: path[:-1]
-    importer: str = "the import"
-    exporter: str = "the export"
-
-    def converter(self, layer: Any) -> Converter | None:
-        for cls in type(layer).__mro__:
-            if cls in self.registry:
-                return self.registry[cls]
-        return None
-
-
-# ---------------------------------------------------------------------------
-# Planning: which layer owns which parameter, and the rules that convert them.
-
-
-@dataclasses.dataclass(frozen=True)
-class _Planned:
-    rule: Rule
-    lazy: tuple[Path, ...]  # absolute lazyinit paths
-    other: tuple[Path, ...]  # absolute paths in the other library's state
-    leaves: tuple[Leaf, ...]  # of ``lazy``
-    layer: str  # e.g. "Linear at 'fc1'"
-
-
-def _leaves_from_trace(t: Trace) -> tuple[dict, dict]:
-    layers: dict[Path, Any] = {}
-    for call in t.calls:
-        layers.setdefault(call.path, call.layer)
-    leaves = {
-        p: Leaf(param.shape, _match.param_dtype(param), param.trainable)
-        for p, param in t.params.items()
-    }
-    return layers, leaves
-
-
-def _leaves(model: Any, args: tuple, kwargs: dict, example: str) -> tuple[dict, dict]:
-    """The layers and parameters of ``model``: traced on the sample, else derived from what
-    its layers declare (dims that depend on the input are ``None``), never from a trace that
-    happened to run earlier.
-
-    Raises:
-      InferShapeError: no sample, and a layer names its parameters only when traced.
-    """
-    if args or kwargs:
-        return _leaves_from_trace(trace(model, *args, **kwargs))
-    specs = _structure.derived_specs(model)
-    unknown = [p for p, spec in specs.items() if spec is None]
-    if unknown:
-        layers = _structure.derived_layers(model)
-        where = ", ".join(
-            f"{type(layers[p]).__name__} at {_paths.join(p)!r}" if p in layers else repr(p)
-            for p in unknown
-        )
-        raise InferShapeError(
-            f"Without a sample, lazyinit cannot know the parameter paths of {where} (its "
-            "children are built inside __call__, or its specs need the input to name them). "
-            f"Pass a sample as for li.dry_run: {example}."
-        )
-    leaves = {
-        p: Leaf(spec.shape, _match.param_dtype(spec), spec.trainable)
-        for p, spec in specs.items()
-        if spec is not None
-    }
-    return _structure.derived_layers(model), leaves
-
-
-def _module_path(rename: Any, split: Callable[[str], Path], path: Path) -> Path:
-    if rename is None:
-        return path
-    if callable(rename):
-        return split(rename(_paths.join(path) if path else ""))
-    for i in range(len(path), -1, -1):
-        key = "/".join(path[:i])
-        if key in rename:
-            return (*split(rename[key]), *path[i:])
-    return path
-
-
-def _describe(layer: Any, path: Path) -> str:
-    return f"{type(layer).__name__} at {_paths.join(path)!r}"
-
-
-def rules_for(
-    fw: Framework,
-    model: Any,
-    leaves: dict[Path, Leaf],
-    layers: dict[Path, Any],
-    rename: Any = None,
-) -> list[_Planned]:
-    """Every rule of ``model``, with absolute paths on both sides."""
-    claimed: dict[Path, tuple[Path, Any]] = {}
-    for path in leaves:
-        for i in range(len(path)):
-            layer = layers.get(path[:i])
-            if layer is not None and fw.converter(layer) is not None:
-                claimed[path] = (path[:i], layer)
-                break
-    groups: dict[Path, dict[Path, Leaf]] = {}
-    for path, (at, _) in claimed.items():
-        groups.setdefault(at, {})[path[len(at) :]] = leaves[path]
-
-    out: list[_Planned] = []
-    covered: set[Path] = set()
-
-    def emit_group(at: Path) -> None:
-        layer, group = layers[at], groups[at]
-        module = _module_path(rename, fw.split, at)
-        convert = fw.converter(layer)
-        assert convert is not None  # only claimed layers have groups
-        if getattr(convert, "takes_layers", False):  # li.Repeat: converts by its block's layers
-            n = len(at)
-            below = {p[n:]: l for p, l in layers.items() if p[:n] == at and len(p) > n}
-            rules = convert(layer, group, {(): layer.stacked_layer, **below})
-        else:
-            rules = convert(layer, group)
-        for rule in rules:
-            lazy = tuple((*at, *p) for p in rule.lazy)
-            covered.update(lazy)
-            other = tuple(fw.locate(module, o) for o in rule.other)
-            leaves_of = tuple(group[p] for p in rule.lazy)
-            out.append(_Planned(rule, lazy, other, leaves_of, _describe(layer, at)))
-
-    for path, leaf in leaves.items():  # in call order, each layer's rules in its converter's order
-        if path in claimed and claimed[path][0] in groups:
-            emit_group(claimed[path][0])
-            del groups[claimed[path][0]]
-        if path in covered:
-            continue
-        at = path[:-1]
-        module = _module_path(rename, fw.split, at)
-        rule = fw.default(path[-1], leaf)
-        owner = layers.get(at)
-        where = _describe(owner, at) if owner is not None else f"layer {_paths.join(at)!r}"
-        other = tuple(fw.locate(module, o) for o in rule.other)
-        out.append(_Planned(rule, (path,), other, (leaf,), where))
-    return out
-
-
-def _expected(item: _Planned, state: Mapping[Path, Any]) -> tuple[tuple[int, ...] | None, ...]:
-    """The shapes ``item``'s entries must have in the other library, from its export function.
-
-    Where a leaf's shape still has unknown dims (a structure derived without a
-    sample), they are read off the entries themselves: the import function turns
-    the found entries into the layer's params, whose unknown dims are taken from
-    them, and the export function says what the entries must then be. ``None`` where
-    even that is impossible (an entry of another rank than the rule converts).
-    """
-    if not item.leaves:
-        return tuple(tuple(np.shape(v)) for v in item.rule.to_other())
-    if all(d is not None for l in item.leaves for d in l.shape):
-        avals = [jax.ShapeDtypeStruct(l.shape, l.dtype) for l in item.leaves]
-        return tuple(tuple(o.shape) for o in jax.eval_shape(item.rule.to_other, *avals))
-    if any(o not in state for o in item.other):
-        return tuple(None for _ in item.other)  # missing: reported as such
-    try:
-        avals = [jax.ShapeDtypeStruct(np.shape(state[o]), np.float32) for o in item.other]
-        lazy = jax.eval_shape(item.rule.to_lazy, *avals)
-        filled = [
-            jax.ShapeDtypeStruct(
-                tuple(k if k is not None else d for k, d in zip(l.shape, o.shape)), l.dtype
-            )
-            for l, o in zip(item.leaves, lazy)
-            if len(l.shape) == len(o.shape)
-        ]
-        if len(filled) != len(item.leaves):
-            return tuple(None for _ in item.other)
-        return tuple(tuple(o.shape) for o in jax.eval_shape(item.rule.to_other, *filled))
-    except Exception:
-        return tuple(None for _ in item.other)
+def _declared_unused(kinds: Kinds | None, noun: str) -> list[str]:
+    if kinds is None or not kinds.declared:
+        return []
+    return [
+        f"layouts={{{p!r}: {v!r}}} applies to no layer: no layer at a path it matches, and "
+        f"without a module in {noun}, has a rule for {v!r} (patterns are lazyinit layer paths, "
+        "'/'-joined, as for dtype=)"
+        for p, v in kinds.declared.items()
+        if p not in kinds.used
+    ]
 
 
 # ---------------------------------------------------------------------------
@@ -312,26 +79,31 @@ def import_state(
     strict: bool,
     rename: Any,
     problems: list[str],
+    kinds: Kinds | None = None,
+    ties: Ties = (),
+    fetch: Callable[[Any], Any] = lambda v: v,
 ) -> tuple[dict, Report]:
-    """``state`` (flat, other-library paths -> numpy arrays) converted into a lazyinit params tree.
+    """``state`` (flat, other-library paths -> entries) converted into a lazyinit params tree.
 
-    The entries each rule expects are the targets of lazyinit's load rules
-    (:mod:`lazyinit._match`), named by the other library's keys: every missing,
-    unexpected and mis-shaped entry is worded as every other entry point words it.
-    ``problems`` may already hold lines found while reading ``state``; they are
-    reported together with the rest.
+    ``state``'s values need only a ``shape`` and a ``dtype`` until converted; ``fetch``
+    turns one into an array (a numpy view of the caller's memory, or a ``jax.Array``).
+    ``problems`` may already hold lines found while reading ``state``; they are reported
+    together with the rest. ``ties`` are groups of entries that hold one tensor.
     """
     example = f"{fw.importer}(model, state, x)"
-    layers, leaves = _leaves(model, args, kwargs, example)
-    planned = rules_for(fw, model, leaves, layers, rename)
+    s = structure(model, args, kwargs, example)
+    planned = plan(fw, s, rename=rename, kinds=kinds, problems=problems)
+    problems += _declared_unused(kinds, "the state")
     targets: dict[Path, _match.Target] = {}
     about: dict[Path, str] = {}
+    owner: dict[Path, Planned] = {}
+    state, tied = _resolve_ties(fw, list(ties), planned, state, fetch, problems)
     for item in planned:
-        for o, e in zip(item.other, _expected(item, state)):
+        for o, e in zip(item.other, expected(item, state)):
             if e is None and o in state:  # cannot be turned into the layer's params
                 problems.append(
                     _match.size_mismatch(
-                        f"{fw.show(o)!r} ({_for(item)})",
+                        f"{fw.show(o)!r} ({_entries_of(fw, item)})",
                         tuple(np.shape(state[o])),
                         tuple(l.shape for l in item.leaves)[0],
                         " (it does not convert to the layer's parameter)",
@@ -339,13 +111,27 @@ def import_state(
                 )
                 e = tuple(np.shape(state[o]))
             targets[o] = _match.Target(e)
-            about[o] = _for(item)
+            about[o] = _entries_of(fw, item)
+            owner[o] = item
     incoming = {k: jax.ShapeDtypeStruct(np.shape(v), v.dtype) for k, v in state.items()}
-    m = _match.match(targets, incoming, abstract=True, show=fw.show, about=about, hint=fw.hint)
+    m = _match.match(
+        targets,
+        incoming,
+        abstract=True,
+        show=fw.show,
+        about=about,
+        hint=lambda found, want, path: fw.hint(found, want, owner.get(path)),
+    )
     problems += _match.judge(m, missing=strict, unexpected=strict)
-    if strict and rename is None:
-        problems += _rename_hint(fw, m.missing, m.unexpected, set(m.taken))
-    elif not strict and m.unexpected and not (args or kwargs):
+    found = {o: tuple(np.shape(v)) for o, v in state.items()}
+    problems += fw.notes(
+        planned, {o: t.shape for o, t in targets.items() if t.shape is not None}, found
+    )
+    if strict:
+        problems += _tie_hints(fw, m.unexpected, m.taken, state, fetch)
+        if rename is None:
+            problems += _rename_hint(fw, m.missing, m.unexpected, set(m.taken))
+    elif m.unexpected and not (args or kwargs):
         problems.append(
             f"{len(m.unexpected)} {fw.entry}(s) have no place in the structure derived without a "
             f"sample ({', '.join(repr(fw.show(k)) for k in m.unexpected[:3])}...): the model may "
@@ -353,39 +139,134 @@ def import_state(
             "where they go."
         )
     _match.refuse(
-        f"Cannot convert {fw.noun} into {type(model).__name__}",
-        problems,
-        "The input is unchanged.",
+        f"Cannot convert {fw.noun} into {type(model).__name__}", problems, "The input is unchanged."
     )
     taken = set(m.taken)
     flat: dict[Path, Any] = {}
     missing: list[Path] = []
     for item in planned:
         if all(o in taken for o in item.other):
-            values = item.rule.to_lazy(*(jnp.asarray(state[o]) for o in item.other))
-            flat.update(zip(item.lazy, values))
+            flat.update(zip(item.lazy, _to_lazy(item, state, fetch)))
         else:
             missing.extend(item.lazy)
-    params = _paths.unflatten({p: flat[p] for p in leaves if p in flat})
+    # Every layer's sub-dict, param-less ones too (``{}``), in call order: a dry run's tree.
+    params = _paths.unflatten({p: flat[p] for p in s.leaves if p in flat}, list(s.layers))
     report = Report(
         loaded=tuple(sorted(_paths.join(p) for p in flat)),
         missing=tuple(sorted(_paths.join(p) for p in missing)),
         unexpected=tuple(sorted(fw.show(k) for k in m.unexpected)),
+        tied=tuple(sorted(fw.show(k) for k in tied)),
     )
     return params, report
 
 
-def _for(item: _Planned) -> str:
-    if not item.lazy:
-        return f"{item.layer} (an entry lazyinit does not keep)"
-    return f"{item.layer}, parameter {', '.join(repr(_paths.join(p)) for p in item.lazy)}"
+def _to_lazy(item: Planned, state: Mapping[Path, Any], fetch: Callable[[Any], Any]) -> tuple:
+    """One rule's params, from views of its entries: the entries are not copied first (a host
+    array is aliased by the device array, where the backend allows), and a param that is still
+    such a view is copied, so that none shares memory with the caller's data."""
+    views = []
+    for o in item.other:
+        value = fetch(state[o])
+        if isinstance(value, (np.ndarray, np.generic)):
+            value = jax.device_put(np.asarray(value), may_alias=True)
+        views.append(value)
+    return tuple(_owned(v, views) for v in item.rule.to_lazy(*views))
+
+
+def _owned(value: Any, views: list[Any]) -> Any:
+    if any(value is v or _same_buffer(value, v) for v in views):
+        return jnp.array(value, copy=True)
+    return value
+
+
+def _same_buffer(a: Any, b: Any) -> bool:
+    try:
+        return bool(a.unsafe_buffer_pointer() == b.unsafe_buffer_pointer())
+    except Exception:  # a sharded or deleted array, or not a jax.Array
+        return False
+
+
+def _equal(a: Any, b: Any) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    return bool(np.array_equal(a.flat[:16], b.flat[:16]) and np.array_equal(a, b))
+
+
+def _resolve_ties(
+    fw: Framework,
+    ties: list[tuple[Path, ...]],
+    planned: list[Planned],
+    state: Mapping[Path, Any],
+    fetch: Callable[[Any], Any],
+    problems: list[str],
+) -> tuple[dict[Path, Any], list[Path]]:
+    """``state`` with each group of tied entries resolved: a wanted entry that is absent is
+    filled from a present one; a present one the model has no place for is checked equal to
+    the one loaded and dropped. Returns the new state and the entries not loaded under their
+    own name."""
+    wanted = {o for item in planned for o in item.other}
+    out = dict(state)
+    tied: list[Path] = []
+    for group in ties:
+        present = [p for p in group if p in state]
+        if not present:
+            continue
+        source = next((p for p in present if p in wanted), present[0])
+        for p in group:
+            if p in wanted and p not in state:
+                out[p] = state[source]
+        for p in present:
+            if p in wanted:
+                continue
+            if p != source and not _equal(fetch(state[p]), fetch(state[source])):
+                problems.append(
+                    f"{fw.show(p)!r} is tied to {fw.show(source)!r} (one tensor under two "
+                    "names), but their values differ: the model keeps one of them. Pass the "
+                    "state in which they are one tensor, or give the model a parameter of "
+                    "its own for each"
+                )
+            del out[p]
+            tied.append(p)
+    return out, tied
+
+
+def _tie_hints(
+    fw: Framework,
+    unexpected: list[Path],
+    taken: list[Path],
+    state: Mapping[Path, Any],
+    fetch: Callable[[Any], Any],
+) -> list[str]:
+    """An unexpected entry equal to a loaded one is probably a tied copy: say how to declare it.
+    Only entries with varied values count (a fresh LayerNorm's ones equal every other's)."""
+    lines = []
+    for u in unexpected[:32]:  # a bound: a state of another model has many, none tied
+        shape = tuple(np.shape(state[u]))
+        mine = np.asarray(fetch(state[u]))
+        if mine.size < 2 or bool(np.all(mine == mine.flat[0])):
+            continue
+        for t in taken:
+            if tuple(np.shape(state[t])) == shape and _equal(mine, fetch(state[t])):
+                lines.append(
+                    f"{fw.show(u)!r} holds the same values as {fw.show(t)!r}: if they are tied "
+                    "(one tensor under two names, as a language model's output layer and its "
+                    f"embedding), pass ties={{{fw.show(u)!r}: {fw.show(t)!r}}}, or the "
+                    f"{fw.name} module itself, whose ties are found"
+                )
+                break
+    return lines
 
 
 def _rename_hint(
     fw: Framework, missing: list[Path], unexpected: list[Path], used: set[Path]
 ) -> list[str]:
-    """A ``rename=`` suggestion when whole modules are missing and others are unexpected
-    (``fc1.weight`` against ``0.weight``): the names differ in structure, not spelling."""
+    """A ``rename=`` suggestion: one prefix for everything (DataParallel's ``module.``), or,
+    when whole modules are missing and others are unexpected (``fc1.weight`` against
+    ``0.weight``), the pairs: the names differ in structure, not spelling."""
+    prefixed = _prefix_hint(fw, missing, unexpected)
+    if prefixed is not None:
+        return [prefixed]
     matched = {fw.module_of(k) for k in used}
     ours = list(dict.fromkeys(m for m in map(fw.module_of, missing) if m not in matched))
     theirs = list(dict.fromkeys(m for m in map(fw.module_of, unexpected) if m not in matched))
@@ -404,6 +285,45 @@ def _rename_hint(
     ]
 
 
+def _prefix_hint(fw: Framework, missing: list[Path], unexpected: list[Path]) -> str | None:
+    """One ``rename=`` when the state's entries are the model's under a prefix (or the reverse)."""
+    if not missing or not unexpected:
+        return None
+    for longer, shorter, extra_in_state in (
+        (unexpected, missing, True),
+        (missing, unexpected, False),
+    ):
+        short = set(shorter)
+        counts: dict[Path, int] = {}
+        for p in longer:
+            for k in range(1, len(p)):
+                if p[k:] in short:
+                    counts[p[:k]] = counts.get(p[:k], 0) + 1
+                    break
+        if not counts:
+            continue
+        prefix, n = max(counts.items(), key=lambda c: c[1])
+        if n < len(shorter):  # the prefix must explain every entry of the shorter side
+            continue
+        shown = fw.show(prefix)
+        if not extra_in_state:
+            return (
+                f"every missing entry is an unexpected one under {shown!r}: the model's layers "
+                f"are under {'/'.join(prefix)!r} and the state's are not; pass "
+                f"rename={{{'/'.join(prefix)!r}: ''}}"
+            )
+        if all(p[: len(prefix)] == prefix for p in unexpected):
+            return (
+                f"every entry of the state is under {shown!r} (as DataParallel and "
+                "DistributedDataParallel save them) and the model's are not: pass "
+                f"rename={{'': {shown!r}}}"
+            )
+        tops = list(dict.fromkeys(p[0] for p in shorter))
+        pairs = ", ".join(f"{t!r}: {fw.show((*prefix, t))!r}" for t in tops)
+        return f"the model's entries are in the state under {shown!r}: pass rename={{{pairs}}}"
+    return None
+
+
 # ---------------------------------------------------------------------------
 # lazyinit params -> the other library's state.
 
@@ -416,8 +336,11 @@ def export_state(
     kwargs: dict,
     *,
     rename: Any,
+    kinds: Kinds | None = None,
+    ties: Ties = (),
 ) -> dict[Path, jax.Array]:
-    """``params`` converted into the other library's entries (flat, by path), in plan order."""
+    """``params`` converted into the other library's entries (flat, by path), in plan order;
+    every entry of a group of ``ties`` is written when one of them is."""
     flat = _paths.flatten(params, _paths.is_leaf, what="params")
     problems: list[str] = []
     for p, v in flat.items():
@@ -429,26 +352,45 @@ def export_state(
             )
     what = f"Cannot convert {type(model).__name__}'s params to {fw.noun}"
     _match.refuse(what, problems)
-    layers, leaves = _leaves(model, args, kwargs, f"{fw.exporter}(model, params, x)")
+    s = structure(model, args, kwargs, f"{fw.exporter}(model, params, x)")
     # The params must be the model's: the load rules, on shapes (unknown dims take any size).
     m = _match.match(
-        {p: _match.Target(leaf.shape) for p, leaf in leaves.items()},
+        {p: _match.Target(leaf.shape) for p, leaf in s.leaves.items()},
         {p: jax.ShapeDtypeStruct(np.shape(v), v.dtype) for p, v in flat.items()},
         abstract=True,
     )
     _match.refuse(what, _match.judge(m, missing=True, unexpected=True))
     leaves = {
-        p: Leaf(tuple(np.shape(flat[p])), leaf.dtype, leaf.trainable) for p, leaf in leaves.items()
+        p: Leaf(tuple(np.shape(flat[p])), leaf.dtype, leaf.trainable)
+        for p, leaf in s.leaves.items()
     }
+    planned = plan(
+        fw, dataclasses.replace(s, leaves=leaves), rename=rename, kinds=kinds, problems=problems
+    )
+    problems += _declared_unused(kinds, "the module given")
+    _match.refuse(what, problems)
     out: dict[Path, jax.Array] = {}
-    for item in rules_for(fw, model, leaves, layers, rename):
+    for item in planned:
         values = item.rule.to_other(*(flat[p] for p in item.lazy))
         for o, v in zip(item.other, values):
             if o in out:
                 problems.append(
-                    f"{fw.show(o)!r} would be written twice (by {item.layer} and another "
+                    f"{fw.show(o)!r} would be written twice (by {item.where} and another "
                     "layer): give the layers distinct names, or pass rename="
                 )
             out[o] = v
+    for group in ties:
+        written = [p for p in group if p in out]
+        for p in written[1:]:
+            if not _equal(out[p], out[written[0]]):
+                problems.append(
+                    f"{fw.show(p)!r} and {fw.show(written[0])!r} are tied (one tensor under two "
+                    f"names in {fw.noun}) but the params give them different values: "
+                    f"{fw.name} would keep only one. Tie them in the model (one parameter), or "
+                    "export without the tie"
+                )
+        for p in group:
+            if written and p not in out:
+                out[p] = out[written[0]]
     _match.refuse(what, problems)
     return out

@@ -62,8 +62,9 @@ from .._trace_cache import is_array, register_cache
 from .._typing import Params, Path
 from ..errors import ConfigureLayerError, InferShapeError, UpdateBuffersError
 from . import _convert
-from ._convert import Converter, Framework, Leaf, Rule, Shape, same
 from ._nnx import declare_all
+from ._registry import Framework, Registry, Shape
+from ._rules import Leaf, Rule, same
 
 __all__ = [
     "FlaxModule",
@@ -267,7 +268,7 @@ class FlaxModule(Layer):
 # ---------------------------------------------------------------------------
 # Converting params between lazyinit layers and their flax equivalents.
 
-_REGISTRY: dict[type, Converter] = {}
+_REGISTRY = Registry()
 
 
 def register(layer_type: type) -> Callable:
@@ -277,7 +278,7 @@ def register(layer_type: type) -> Callable:
     """
 
     def decorate(converter: Callable) -> Callable:
-        _REGISTRY[layer_type] = converter
+        _REGISTRY.add(layer_type, converter)
         return converter
 
     return decorate
@@ -291,6 +292,16 @@ def _params(layer: Any, leaves: dict[Path, Leaf]) -> list[Rule]:
     ]
 
 
+def _batch_norm(layer: Any, leaves: dict[Path, Leaf]) -> list[Rule]:
+    """``_params``, but the ``count`` of training batches, which flax's BatchNorm does not keep:
+    it starts at 0 on import and is not exported."""
+    rules = _params(layer, {p: leaf for p, leaf in leaves.items() if p != ("count",)})
+    if ("count",) in leaves:
+        zero = jnp.zeros((), leaves[("count",)].dtype)
+        rules.append(Rule((("count",),), (), lambda: (zero,), lambda c: ()))
+    return rules
+
+
 def _same(a: Any) -> tuple[Any]:
     return (a,)
 
@@ -299,24 +310,25 @@ def _wrapped(layer: Any, leaves: dict[Path, Leaf]) -> list[Rule]:
     return [Rule((p,), (p,), _same, _same) for p in leaves]
 
 
-_REGISTRY[FlaxModule] = _wrapped
+_REGISTRY.add(FlaxModule, _wrapped)
 
 
 def _register_builtins() -> None:
     """lazyinit's layers that name their params as flax does: one rule per leaf."""
     for cls in (
-        layers.Linear, layers.Conv, layers.ConvTranspose, layers.BatchNorm, layers.InstanceNorm,
+        layers.Linear, layers.Conv, layers.ConvTranspose, layers.InstanceNorm,
         layers.LayerNorm, layers.RMSNorm, layers.GroupNorm, layers.Embedding,
         layers.MultiHeadAttention,
     ):  # fmt: skip
-        _REGISTRY.setdefault(cls, _params)
+        _REGISTRY.add(cls, _params, replace=False)
+    _REGISTRY.add(layers.BatchNorm, _batch_norm, replace=False)
 
 
 def _dim(d: int | None) -> int:
     return -1 if d is None else d
 
 
-def _hint(found: Shape | None, expected: Shape | None) -> str:
+def _hint(found: Shape | None, expected: Shape | None, planned: Any = None) -> str:
     if found is None or expected is None or None in expected:
         return ""
     if found != expected and sorted(found, key=_dim) == sorted(expected, key=_dim):

@@ -1,34 +1,37 @@
-"""PyTorch state dicts to lazyinit params and back, with each layer's layout converted.
+"""PyTorch state dicts to lazyinit params and back, each layer converted by its torch module's type.
 
 PyTorch's dotted keys are lazyinit's paths when the lazyinit model mirrors
-the torch module's attribute names: ``fc1.weight`` is ``fc1/kernel``, and
-``li.Sequential`` indices are ``nn.Sequential``'s (``0.weight``). Which
-lazyinit layer owns each parameter comes from the dry run's trace, so the
-right converter is picked per layer type:
+the torch module's attribute names: ``fc1.weight`` is ``fc1/kernel``,
+``li.Sequential`` indices are ``nn.Sequential``'s (``0.weight``), and copy
+``i`` of ``li.Repeat``/``li.Ensemble`` at ``h`` is module ``h.i`` of an
+``nn.ModuleList``; ``rename=`` maps other names. Which lazyinit layer owns
+each parameter comes from the model's trace on the sample, or, without one,
+from what its layers declare.
 
-* ``Linear`` <- ``Linear``/``LazyLinear``: ``weight`` (out, in) is ``kernel`` (in, out).
-* ``Conv`` <- ``Conv{1,2,3}d``: ``weight`` (out, in/g, *k) is ``kernel`` (*k, in/g, out).
-* ``ConvTranspose`` <- ``ConvTranspose{1,2,3}d``: ``weight`` (in, out/g, *k) is
-  ``kernel`` (*k, in/g, out) spatially flipped and regrouped.
-* ``BatchNorm``, ``InstanceNorm`` <- ``BatchNorm{1,2,3}d``, ``InstanceNorm{1,2,3}d``:
-  ``weight, bias, running_mean, running_var`` are ``scale, bias, mean, var``;
-  ``num_batches_tracked`` is ``count`` for ``BatchNorm(momentum=None)`` (a
-  cumulative average); otherwise it is checked but not kept, and exported as 0.
-* ``LayerNorm``, ``RMSNorm``, ``GroupNorm`` <- the same: ``weight`` is ``scale``.
-* ``Embedding`` <- ``Embedding``: ``weight`` is ``embedding``.
-* ``MultiHeadAttention`` <- ``MultiheadAttention(batch_first=True)``: the packed
-  ``in_proj_weight`` (3E, E) is ``query``/``key``/``value`` ``kernel``s
-  (E, H, D) (``q/k/v_proj_weight`` when ``kdim``/``vdim`` differ),
-  ``in_proj_bias`` their ``bias``es (H, D), ``out_proj.weight`` (E, E) the
-  ``out`` ``kernel`` (H, D, E).
-* any other layer: each parameter is the entry of the same name, as it is
-  (:func:`register` a converter for your own layers).
+**Module-aware conversion.** Given the ``nn.Module`` itself, each layer is
+converted by the type of the torch module at its path: a lazyinit ``Linear``
+beside ``nn.Linear`` transposes its ``(out, in)`` weight, beside Hugging
+Face's ``Conv1D`` (GPT-2) takes its ``(in, out)`` weight as it is, and beside
+a module type it has no rule for is refused by name (:func:`register` adds
+one). With a bare state dict a square weight cannot say which it is: each
+layer type has a default (``nn.Linear``), and ``layouts=`` declares the others
+per lazyinit path pattern (``layouts={"h/*/c_attn": "conv1d"}``). The rules
+per layer are listed in :mod:`lazyinit.interop._torch_rules`; the rule
+vocabulary (``same``, ``linear``, ``fused``, ``rotary``, ...) is in
+:mod:`lazyinit.interop`.
+
+**Tied weights.** Entries that are one tensor under two names
+(``lm_head.weight`` and ``transformer.wte.weight``) are found from a module's
+shared storage, or declared with ``ties=``. Import keeps one (checking that the
+other is equal) and lists the other in ``report.tied``; export writes both, so
+that PyTorch's ``load_state_dict(strict=True)`` passes.
 
 Import validates everything first and raises one
-:class:`~lazyinit.errors.StateMismatchError` listing every missing, unexpected and
-mis-shaped entry (with a hint when a shape is the transpose of the expected
-one); the caller's state dict is only read. The result is a plain nested dict
-to pass to ``li.dry_run(..., state=...)`` or ``li.load_state``.
+:class:`~lazyinit.errors.StateMismatchError` listing every missing, unexpected
+and mis-shaped entry (with the likely cause: a ``Conv1D`` layout, a
+channels-first sample, a state already converted, a prefix such as
+DataParallel's ``module.``); the caller's state dict is only read, one tensor
+at a time. :func:`compare` then finds the first layer whose output differs.
 
 ``torch`` is imported only inside these functions: it is never a dependency of
 lazyinit. Files are read with ``torch.load(..., weights_only=True)`` (or as
@@ -37,7 +40,6 @@ safetensors), never unpickled freely.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -45,319 +47,68 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import nn
+from .. import _match
 from .._match import Report
 from .._typing import Params, Path
 from ..errors import InvalidArgumentError
-from . import _convert
-from ._convert import Converter, Framework, Leaf, Rule, Shape, extra, permute, same
+from . import _convert, _torch_rules, _torch_state
+from ._compare import Comparison, LayerDiff, compare
+from ._registry import Framework, Kinds
+from ._rules import same
+from ._torch_rules import attention, register
+from ._torch_state import read_state_dict
 
-__all__ = ["from_torch_state_dict", "to_torch_state_dict", "read_state_dict", "register"]
+__all__ = [
+    "from_torch_state_dict",
+    "to_torch_state_dict",
+    "compare",
+    "Comparison",
+    "LayerDiff",
+    "register",
+    "attention",
+    "read_state_dict",
+]
 
 Rename = Mapping[str, str] | Callable[[str], str] | None
-
-_REGISTRY: dict[type, Converter] = {}
-
-
-def register(layer_type: type) -> Callable:
-    """Registers ``converter(layer, leaves) -> list[Rule]`` for ``layer_type`` (and subclasses).
-
-    ``leaves`` maps each parameter path below the layer (relative, a tuple)
-    to its :class:`lazyinit.interop.Leaf`; the rules say which
-    PyTorch entries (relative dotted names) each parameter comes from.
-    """
-
-    def decorate(converter: Callable) -> Callable:
-        _REGISTRY[layer_type] = converter
-        return converter
-
-    return decorate
-
-
-def _own(leaves: dict[Path, Leaf], *names: str) -> list[str]:
-    return [n for n in names if (n,) in leaves]
-
-
-def _linear(layer: Any, leaves: dict[Path, Leaf]) -> list[Rule]:
-    return [permute("kernel", "weight", (1, 0)), *map(same, _own(leaves, "bias"))]
-
-
-def _conv(layer: Any, leaves: dict[Path, Leaf]) -> list[Rule]:
-    n = len(leaves[("kernel",)].shape) - 2
-    return [permute("kernel", "weight", (n + 1, n, *range(n))), *map(same, _own(leaves, "bias"))]
-
-
-def _conv_transpose(layer: Any, leaves: dict[Path, Leaf]) -> list[Rule]:
-    """PyTorch's ``(in, out/g, *k)`` weight is lazyinit's ``(*k, in/g, out)`` kernel flipped, by group."""
-    n = len(leaves[("kernel",)].shape) - 2
-    g = layer.groups
-    spatial = tuple(range(n))
-
-    def to_lazy(w: jax.Array) -> tuple[jax.Array]:
-        cin, per, *k = w.shape
-        w = jnp.flip(jnp.reshape(w, (g, cin // g, per, *k)), tuple(range(3, 3 + n)))
-        w = jnp.transpose(w, (*range(3, 3 + n), 1, 0, 2))  # (*k, in/g, g, out/g)
-        return (jnp.reshape(w, (*k, cin // g, g * per)),)
-
-    def to_torch(kernel: jax.Array) -> tuple[jax.Array]:
-        *k, per_in, cout = kernel.shape
-        w = jnp.reshape(kernel, (*k, per_in, g, cout // g))
-        w = jnp.transpose(w, (n + 1, n, n + 2, *spatial))  # (g, in/g, out/g, *k)
-        return (jnp.flip(jnp.reshape(w, (g * per_in, cout // g, *k)), tuple(range(2, 2 + n))),)
-
-    rule = Rule((("kernel",),), (("weight",),), to_lazy, to_torch)
-    return [rule, *map(same, _own(leaves, "bias"))]
-
-
-def _norm(layer: Any, leaves: dict[Path, Leaf]) -> list[Rule]:
-    rules = [same(n, t) for n, t in (("scale", "weight"), ("bias", "bias")) if (n,) in leaves]
-    if ("mean",) in leaves:
-        rules += [same("mean", "running_mean"), same("var", "running_var")]
-        if ("count",) in leaves:  # momentum=None: the count of batches is the state
-            rules.append(
-                Rule(
-                    (("count",),),
-                    (("num_batches_tracked",),),
-                    lambda n: (jnp.asarray(n).astype(jnp.int32),),
-                    lambda c: (jnp.asarray(c, jnp.int32),),
-                )
-            )
-        else:
-            rules.append(extra("num_batches_tracked", lambda: np.zeros((), np.int64)))
-    return rules
-
-
-def _embedding(layer: Any, leaves: dict[Path, Leaf]) -> list[Rule]:
-    return [same(name, "weight") for (name,) in leaves]
-
-
-def _attention(layer: Any, leaves: dict[Path, Leaf]) -> list[Rule]:
-    """``query/key/value`` kernels ``(in, H, D)`` are PyTorch's packed ``in_proj_weight`` (3HD, in).
-
-    When keys or values come from another width than queries (PyTorch's
-    ``kdim``/``vdim``), PyTorch keeps ``q_proj_weight``, ``k_proj_weight`` and
-    ``v_proj_weight`` apart; ``in_proj_bias`` is packed in both cases.
-    """
-    names = ("query", "key", "value")
-    shapes = [leaves[(n, "kernel")].shape for n in names]
-
-    def heads_in(kernel: jax.Array) -> jax.Array:  # (in, H, D) -> (H * D, in)
-        return jnp.transpose(jnp.reshape(kernel, (kernel.shape[0], -1)))
-
-    def from_rows(w: jax.Array, shape: tuple) -> jax.Array:  # (H * D, in) -> (in, H, D)
-        return jnp.reshape(jnp.transpose(w), shape)
-
-    rules = []
-    if len({s[0] for s in shapes}) == 1:
-        rules.append(
-            Rule(
-                tuple((n, "kernel") for n in names),
-                (("in_proj_weight",),),
-                lambda w: tuple(
-                    from_rows(p, s) for p, s in zip(jnp.split(w, 3), shapes, strict=True)
-                ),
-                lambda *ks: (jnp.concatenate([heads_in(k) for k in ks]),),
-            )
-        )
-    else:
-        rules += [
-            Rule(
-                ((n, "kernel"),),
-                ((f"{n[0]}_proj_weight",),),
-                lambda w, s=s: (from_rows(w, s),),
-                lambda k: (heads_in(k),),
-            )
-            for n, s in zip(names, shapes)
-        ]
-    if ("query", "bias") in leaves:
-        heads = [leaves[(n, "bias")].shape for n in names]
-        rules.append(
-            Rule(
-                tuple((n, "bias") for n in names),
-                (("in_proj_bias",),),
-                lambda b: tuple(jnp.reshape(p, s) for p, s in zip(jnp.split(b, 3), heads)),
-                lambda *bs: (jnp.concatenate([jnp.ravel(b) for b in bs]),),
-            )
-        )
-    out = leaves[("out", "kernel")].shape
-    rules.append(
-        Rule(
-            (("out", "kernel"),),
-            (("out_proj.weight",),),
-            lambda w: (jnp.reshape(jnp.transpose(w), out),),
-            lambda k: (jnp.transpose(jnp.reshape(k, (-1, k.shape[-1]))),),
-        )
-    )
-    if ("out", "bias") in leaves:
-        rules.append(Rule((("out", "bias"),), (("out_proj.bias",),), _keep, _keep))
-    return rules
-
-
-def _keep(a: Any) -> tuple[Any]:
-    return (a,)
-
-
-def _stacked(layer: Any, leaves: dict[Path, Leaf], layers: dict[Path, Any]) -> list[Rule]:
-    """``li.Repeat``/``li.Ensemble``: copy ``i`` is PyTorch's module ``i`` (an ``nn.Sequential``
-    or ``nn.ModuleList`` of the block), each converted by the block's own rules. ``layers`` are
-    the block's (at ``()``) and its children's, by path relative to the stacked layer."""
-    one = {p: Leaf(leaf.shape[1:], leaf.dtype, leaf.trainable) for p, leaf in leaves.items()}
-    return [
-        _per_copy(item.rule, item.lazy, item.other, layer.n)
-        for item in _convert.rules_for(FRAMEWORK, layer.stacked_layer, one, layers)
-    ]
-
-
-_stacked.takes_layers = True  # type: ignore[attr-defined]
-
-
-def _per_copy(rule: Rule, lazy: tuple[Path, ...], other: tuple[Path, ...], n: int) -> Rule:
-    k = len(other)
-
-    def to_lazy(*arrays: Any) -> tuple[Any, ...]:
-        copies = [rule.to_lazy(*arrays[i * k : (i + 1) * k]) for i in range(n)]
-        return tuple(jnp.stack(parts) for parts in zip(*copies))
-
-    def to_torch(*stacked: Any) -> tuple[Any, ...]:
-        return tuple(a for i in range(n) for a in rule.to_other(*(s[i] for s in stacked)))
-
-    return Rule(lazy, tuple((str(i), *o) for i in range(n) for o in other), to_lazy, to_torch)
-
-
-def _register_builtins() -> None:
-    """The converter of each lazyinit layer with a PyTorch counterpart."""
-    table: dict[type, Converter] = {
-        nn.Linear: _linear,
-        nn.Conv: _conv,
-        nn.ConvTranspose: _conv_transpose,
-        nn.BatchNorm: _norm,
-        nn.InstanceNorm: _norm,
-        nn.LayerNorm: _norm,
-        nn.RMSNorm: _norm,
-        nn.GroupNorm: _norm,
-        nn.Embedding: _embedding,
-        nn.MultiHeadAttention: _attention,
-        nn.Repeat: _stacked,
-        nn.Ensemble: _stacked,
-    }
-    for cls, converter in table.items():
-        _REGISTRY.setdefault(cls, converter)
-
-
-def _hint(found: Shape | None, expected: Shape | None) -> str:
-    if found is None or expected is None or None in expected:
-        return ""
-    if len(found) == 2 and found == expected[::-1]:
-        return (
-            " (the transpose: PyTorch stores it (out, in), lazyinit (in, out); pass PyTorch's "
-            "own state dict, not one already converted)"
-        )
-    if (
-        len(found) > 2
-        and found != expected
-        and sorted(found, key=_dim) == sorted(expected, key=_dim)
-    ):
-        return (
-            " (the same sizes in another order: PyTorch kernels are (out, in, *kernel_size), "
-            "lazyinit's (*kernel_size, in, out); pass PyTorch's own layout)"
-        )
-    return ""
-
-
-def _split(module: str) -> Path:
-    return tuple(module.split(".")) if module else ()
-
+Layouts = Mapping[str, Any] | None
+TiesArg = Mapping[str, str] | None
 
 FRAMEWORK = Framework(
     name="PyTorch",
     noun="a PyTorch state dict",
     entry="state dict key",
-    registry=_REGISTRY,
+    registry=_torch_rules.REGISTRY,
     default=lambda name, leaf: same(name),
     locate=lambda module, rel: (*module, *(part for r in rel for part in r.split("."))),
     show=".".join,
-    split=_split,
-    hint=_hint,
+    split=_torch_state.split,
+    hint=_torch_rules.hint,
+    notes=_torch_rules.square_notes,
+    stacks=True,
+    register="lazyinit.interop.torch.register",
     importer="from_torch_state_dict",
     exporter="to_torch_state_dict",
 )
 
 
-# ---------------------------------------------------------------------------
-# Reading state dicts.
+def _ties(found: tuple[tuple[str, str], ...], given: TiesArg) -> list[tuple[Path, ...]]:
+    if given is not None and not isinstance(given, Mapping):
+        raise InvalidArgumentError(
+            f"ties must map a state dict key to the key it is a copy of "
+            f"({{'lm_head.weight': 'transformer.wte.weight'}}), got {type(given).__name__}."
+        )
+    pairs = [*found, *(given or {}).items()]
+    split = _torch_state.split
+    return _convert.tie_groups((split(a), split(b)) for a, b in pairs)
 
 
-def read_state_dict(source: Any) -> dict[str, Any]:
-    """The state dict of ``source``: an ``nn.Module``, a mapping, or a file path.
-
-    A file is read with ``torch.load(path, map_location='cpu', weights_only=True)``,
-    or with ``safetensors`` when its name ends in ``.safetensors``.
-    """
-    if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            return dict(load_file(path))
-        import torch
-
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(loaded, Mapping):
-            raise InvalidArgumentError(
-                f"{path!r} holds a {type(loaded).__name__}, not a state dict. Save "
-                "module.state_dict() with torch.save and pass that file."
-            )
-        return dict(loaded)
-    if hasattr(source, "state_dict") and callable(source.state_dict):
-        return dict(source.state_dict())
-    if isinstance(source, Mapping):
-        return dict(source)
-    raise InvalidArgumentError(
-        f"Expected a torch nn.Module, a state dict or a file path, got {type(source).__name__}."
-    )
-
-
-def _to_numpy(key: str, value: Any, dtype: Any, problems: list[str]) -> np.ndarray | None:
-    if type(value).__module__.startswith("torch"):
-        import torch
-
-        if isinstance(value, torch.nn.parameter.UninitializedTensorMixin):  # type: ignore[attr-defined]
-            problems.append(
-                f"{key!r} is an uninitialized PyTorch parameter: run the lazy torch module on a "
-                "sample batch first (its dry run), then take its state_dict()"
-            )
-            return None
-        value = value.detach().cpu()
-        if value.dtype == torch.bfloat16:
-            import ml_dtypes
-
-            value = value.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-        else:
-            value = value.numpy()
-    elif not hasattr(value, "shape") or not hasattr(value, "dtype"):
-        problems.append(f"{key!r} is a {type(value).__name__}, not a tensor")
-        return None
-    array = np.asarray(value)
-    if dtype is not None and jnp.issubdtype(array.dtype, jnp.floating):
-        return array.astype(dtype)
-    if array.dtype.itemsize == 8 and not jax.config.jax_enable_x64:  # type: ignore[attr-defined]
-        if array.dtype.kind == "f":
-            problems.append(
-                f"{key!r} is {array.dtype.name}, which JAX holds only with jax_enable_x64: "
-                "pass dtype='float32' to convert it"
-            )
-            return None
-        if array.dtype.kind in "iu":
-            narrow = np.int32 if array.dtype.kind == "i" else np.uint32
-            if array.size and (
-                array.min() < np.iinfo(narrow).min or array.max() > np.iinfo(narrow).max
-            ):
-                problems.append(
-                    f"{key!r} holds {array.dtype.name} values beyond {np.dtype(narrow).name}"
-                )
-                return None
-            return array.astype(narrow)
-    return array
+def _kinds(modules: dict[str, Any] | None, layouts: Layouts) -> Kinds:
+    if layouts is not None and not isinstance(layouts, Mapping):
+        raise InvalidArgumentError(
+            "layouts must map lazyinit layer path patterns to torch module types "
+            f"({{'h/*/c_attn': 'conv1d'}}), got {type(layouts).__name__}."
+        )
+    return Kinds(modules, dict(layouts or {}))
 
 
 def from_torch_state_dict(
@@ -367,6 +118,8 @@ def from_torch_state_dict(
     *sample: Any,
     strict: bool = True,
     rename: Rename = None,
+    layouts: Layouts = None,
+    ties: TiesArg = None,
     dtype: Any = None,
     **kwargs: Any,
 ) -> tuple[Params, Report]:
@@ -374,12 +127,14 @@ def from_torch_state_dict(
 
     Args:
       model: the lazyinit model, whose layer names mirror the torch module's.
-      state_dict: an ``nn.Module`` (a lazy one after its dry run too), its
-        ``state_dict()``, or the path of a file saved with ``torch.save``
-        (read with ``weights_only=True``) or of a ``.safetensors`` file.
+      state_dict: the ``nn.Module`` itself (a lazy one after its dry run too):
+        each layer is then converted by its torch module's type, and tied
+        weights are found; or its ``state_dict()``; or the path of a file saved
+        with ``torch.save`` (read with ``weights_only=True``) or of a
+        ``.safetensors`` file.
       *sample: a sample of what ``model`` is called with, as for
-        ``li.dry_run``: it says which layer owns each parameter and which
-        shape each entry must have (a ``jax.ShapeDtypeStruct`` is enough).
+        ``li.dry_run`` (a ``jax.ShapeDtypeStruct`` is enough); without one,
+        the structure the layers declare, with sizes read off the entries.
       **kwargs: call-time options of the model, as for ``li.dry_run``.
       strict: whether entries missing from the state dict, or that the model
         has no place for, are errors. With ``strict=False`` the params hold
@@ -388,16 +143,23 @@ def from_torch_state_dict(
         mapping from lazyinit layer paths to torch module paths
         (``{'encoder/fc': 'enc.0'}``, longest prefix wins; ``{'': 'module'}``
         prefixes everything), or a function of the lazyinit layer path.
+      layouts: for a bare state dict, the torch module type of layers whose
+        layout the shapes cannot tell, by lazyinit path pattern as for
+        ``dtype=`` of ``li.dry_run`` (``{'h/*/c_attn': 'conv1d'}``; ``'linear'``
+        is ``nn.Linear``, ``'conv1d'`` Hugging Face's ``Conv1D``; a torch class
+        or class name picks a registered rule). A module's own types win.
+      ties: entries that are copies of another (``{'lm_head.weight':
+        'transformer.wte.weight'}``), besides those found in a module.
       dtype: converts every floating-point entry to this dtype.
 
     Returns:
       ``(params, report)``: a nested dict of ``jax.Array`` for
       ``li.dry_run(model, key, x, state=params)`` or ``li.load_state``, and an
-      ``li.Report`` (``loaded``, ``missing``, ``unexpected``), as ``li.load`` returns.
+      ``li.Report`` (``loaded``, ``missing``, ``unexpected``, ``tied``), as ``li.load`` returns.
 
     Raises:
       StateMismatchError: listing every missing, unexpected, uninitialized or
-        mis-shaped entry; nothing is converted.
+        mis-shaped entry, and every torch module without a rule; nothing is converted.
 
     Examples:
         >>> import jax, jax.numpy as jnp, torch, lazyinit as li
@@ -410,38 +172,45 @@ def from_torch_state_dict(
         >>> report.loaded
         ('0/bias', '0/kernel', '2/bias', '2/kernel')
     """
-    _register_builtins()
-    raw = read_state_dict(state_dict)
+    _torch_rules.register_builtins()
+    source = _torch_state.source_of(state_dict)
     problems: list[str] = []
-    flat: dict[Path, np.ndarray] = {}
-    for key, value in raw.items():
-        if not isinstance(key, str) or not key:
-            problems.append(f"key {key!r} is not a non-empty string")
-            continue
-        array = _to_numpy(key, value, dtype, problems)
-        if array is not None:
-            flat[_split(key)] = array
-    params, report = _convert.import_state(
+    state = _torch_state.entries(source.state, dtype, problems)
+    return _convert.import_state(
         FRAMEWORK,
         model,
-        flat,
+        state,
         sample,
         kwargs,
         strict=strict,
         rename=rename,
         problems=problems,
+        kinds=_kinds(source.modules, layouts),
+        ties=_ties(source.ties, ties),
+        fetch=lambda entry: entry.array(),
     )
-    return params, report
 
 
 def to_torch_state_dict(
-    model: Any, params: Params, /, *sample: Any, rename: Rename = None, **kwargs: Any
+    model: Any,
+    params: Params,
+    /,
+    *sample: Any,
+    module: Any = None,
+    rename: Rename = None,
+    layouts: Layouts = None,
+    ties: TiesArg = None,
+    **kwargs: Any,
 ) -> dict[str, Any]:
     """``params`` as a PyTorch state dict (``torch.Tensor`` values) for ``load_state_dict``.
 
     The inverse of :func:`from_torch_state_dict`. Without a sample, layers are
-    found by walking ``model.children()``; with one (as for ``li.dry_run``),
-    the trace also checks every parameter's shape first.
+    found from what the model's layers declare; with one (as for ``li.dry_run``),
+    the trace also checks every parameter's shape first. With ``module=`` (the
+    torch module to load into), each layer is converted by its torch module's
+    type, tied entries are all written, integer entries take the module's
+    dtypes, and the keys and shapes are checked against the module's own state
+    dict, so that ``module.load_state_dict(state, strict=True)`` passes.
 
     Examples:
         >>> import jax, jax.numpy as jnp, torch, lazyinit as li
@@ -453,8 +222,27 @@ def to_torch_state_dict(
     """
     import torch
 
-    _register_builtins()
-    flat = _convert.export_state(FRAMEWORK, model, params, sample, kwargs, rename=rename)
+    _torch_rules.register_builtins()
+    source = _torch_state.source_of(module) if module is not None else None
+    if module is not None and source is not None and source.modules is None:
+        raise InvalidArgumentError(
+            f"to_torch_state_dict: module= takes the torch nn.Module to load into, got "
+            f"{type(module).__name__}."
+        )
+    flat = _convert.export_state(
+        FRAMEWORK,
+        model,
+        params,
+        sample,
+        kwargs,
+        rename=rename,
+        kinds=_kinds(source.modules if source else None, layouts),
+        ties=_ties(source.ties if source else (), ties),
+    )
+    if source is not None:
+        _check_against(model, module, source.state, flat)
+        order = {_torch_state.split(k): i for i, k in enumerate(source.state)}
+        flat = dict(sorted(flat.items(), key=lambda kv: order.get(kv[0], len(order))))
     out: dict[str, Any] = {}
     for path, value in flat.items():
         array = np.array(jax.device_get(value))
@@ -462,9 +250,26 @@ def to_torch_state_dict(
             tensor = torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
         else:
             tensor = torch.from_numpy(array)
-        out[FRAMEWORK.show(path)] = tensor
+        key = FRAMEWORK.show(path)
+        theirs = source.state.get(key) if source is not None else None
+        if array.dtype.kind in "iu":  # counters: PyTorch's int64, or the module's own dtype
+            tensor = tensor.to(theirs.dtype if theirs is not None else torch.int64)
+        out[key] = tensor
     return out
 
 
-def _dim(d: int | None) -> int:
-    return -1 if d is None else d
+def _check_against(model: Any, module: Any, state: Mapping[str, Any], flat: Mapping) -> None:
+    """Refuses an export whose keys or shapes are not the module's: its strict load would fail."""
+    split = _torch_state.split
+    m = _match.match(
+        {split(k): _match.Target(tuple(v.shape)) for k, v in state.items()},
+        {p: jax.ShapeDtypeStruct(np.shape(v), v.dtype) for p, v in flat.items()},
+        abstract=True,
+        show=FRAMEWORK.show,
+        hint=lambda found, expected, path: "",  # the layouts are the module's own: no guess
+    )
+    _match.refuse(
+        f"{type(model).__name__}'s params do not make the state dict of {type(module).__name__}",
+        _match.judge(m, missing=True, unexpected=True),
+        "Its load_state_dict(strict=True) would fail: check rename= and the model's structure.",
+    )

@@ -3,11 +3,17 @@
 Both follow PyTorch's maths: ``momentum`` weighs the new statistic
 (``running = (1 - momentum) * running + momentum * batch``, flax's
 ``momentum`` is ``1 -`` this one) and the running variance is the unbiased
-one, while the output is normalized with the biased one. ``momentum=None``
-is PyTorch's cumulative average: the ``n``-th training batch weighs ``1 / n``,
-counted in an int32 ``count`` buffer (PyTorch's ``num_batches_tracked``). The running
-statistics are buffers (``li.Param(..., trainable=False)``, named ``mean`` and
-``var``), updated only in a training-mode call under
+one, while the output is normalized with the biased one. ``BatchNorm`` counts
+its training batches in a ``count`` buffer, as PyTorch's ``num_batches_tracked``
+does; with ``momentum=None`` (PyTorch's cumulative average) the ``n``-th
+training batch weighs ``1 / n``. ``InstanceNorm`` counts nothing (PyTorch's
+``num_batches_tracked`` of one stays 0). The count is a floating-point buffer
+like the statistics, on purpose: ``jax.grad`` of a loss over the whole params
+(buffers included, masked for the optimizer by ``li.labels``) refuses integer
+leaves. In float32 it is exact up to 2**24 (16.7 million) batches; keep it float32
+if the dry run's ``dtype=`` stores the rest in a 16-bit type. The running
+statistics are buffers (``li.Param(..., trainable=False)``, named ``mean``,
+``var`` and ``count``), updated only in a training-mode call under
 ``li.apply(..., mutable=True)``; the affine ones are ``scale`` and ``bias``.
 """
 
@@ -29,9 +35,9 @@ from ._precision import compute_in
 __all__ = ["BatchNorm", "InstanceNorm"]
 
 
-def norm_specs(layer: Any, channels: Any, stats: bool) -> dict[str, Param]:
+def norm_specs(layer: Any, channels: Any, stats: bool, count: bool) -> dict[str, Param]:
     """``scale``/``bias`` if ``layer.affine``; ``mean``/``var`` buffers if ``stats``, and a
-    ``count`` of training batches when ``momentum`` is None."""
+    ``count`` of training batches if also ``count``."""
     specs = {}
     if layer.affine:
         specs["scale"] = Param((channels,), initializers.ones, axes=layer.axes)
@@ -39,8 +45,8 @@ def norm_specs(layer: Any, channels: Any, stats: bool) -> dict[str, Param]:
     if stats:
         specs["mean"] = Param((channels,), initializers.zeros, axes=layer.axes, trainable=False)
         specs["var"] = Param((channels,), initializers.ones, axes=layer.axes, trainable=False)
-        if layer.momentum is None:
-            specs["count"] = Param((), initializers.zeros, "int32", trainable=False)
+        if count:
+            specs["count"] = Param((), initializers.zeros, trainable=False)
     return specs
 
 
@@ -58,9 +64,8 @@ def normalize(layer: Any, params: Any, x: jax.Array, mean: Any, var: Any, axis: 
 
 def _running(layer: Any, params: Any, mean: jax.Array, var: jax.Array, n: int) -> None:
     """Hands the PyTorch-style running averages (unbiased variance) to ``update_buffers``."""
-    counted = {}
+    counted = {"count": params["count"] + 1} if "count" in params else {}
     if layer.momentum is None:  # a cumulative average: batch n weighs 1 / n
-        counted["count"] = params["count"] + 1
         m = 1.0 / counted["count"].astype(mean.dtype)
     else:
         m = layer.momentum
@@ -87,10 +92,10 @@ class BatchNorm(Layer):
         >>> bn = li.BatchNorm()
         >>> params = li.dry_run(bn, jax.random.key(0), jnp.ones((4, 8, 8, 3)))
         >>> jax.tree.map(jnp.shape, params)
-        {'bias': (3,), 'mean': (3,), 'scale': (3,), 'var': (3,)}
+        {'bias': (3,), 'count': (), 'mean': (3,), 'scale': (3,), 'var': (3,)}
         >>> out, updates = li.apply(bn, params, jnp.ones((4, 8, 8, 3)), train=True, mutable=True)
-        >>> sorted(updates)
-        ['mean', 'var']
+        >>> sorted(updates), int(updates["count"])
+        (['count', 'mean', 'var'], 1)
     """
 
     momentum: float | None = 0.1
@@ -103,7 +108,8 @@ class BatchNorm(Layer):
 
     def specs(self, x: Any, *, train: bool = False) -> dict[str, Param]:
         expect_min_rank(self, x, 2, "batch, ..., channels")
-        return norm_specs(self, x.shape[channel_axis(self, x)], self.track_running_stats)
+        stats = self.track_running_stats
+        return norm_specs(self, x.shape[channel_axis(self, x)], stats, stats)
 
     def __call__(self, params: Any, x: jax.Array, *, train: bool = False) -> jax.Array:
         axis = channel_axis(self, x) % x.ndim
@@ -153,7 +159,7 @@ class InstanceNorm(Layer):
 
     def specs(self, x: Any, *, train: bool = False) -> dict[str, Param]:
         expect_min_rank(self, x, 3, "batch, spatial..., channels")
-        return norm_specs(self, x.shape[channel_axis(self, x)], self.track_running_stats)
+        return norm_specs(self, x.shape[channel_axis(self, x)], self.track_running_stats, False)
 
     def __call__(self, params: Any, x: jax.Array, *, train: bool = False) -> jax.Array:
         axis = channel_axis(self, x) % x.ndim

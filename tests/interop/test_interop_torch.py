@@ -108,7 +108,7 @@ def test_cnn_torch_to_lazyinit_gives_equal_outputs(key):
     params, _ = from_torch_state_dict(model, torch_cnn, sample)
     assert jax.tree.map(jnp.shape, params) == {
         "conv1": {"kernel": (3, 3, 3, 4), "bias": (4,)},
-        "bn1": {"scale": (4,), "bias": (4,), "mean": (4,), "var": (4,)},
+        "bn1": {"scale": (4,), "bias": (4,), "mean": (4,), "var": (4,), "count": ()},
         "conv2": {"kernel": (3, 3, 4, 8)},
         "up": {"kernel": (2, 2, 4, 4), "bias": (4,)},
         "head": {"kernel": (4, 3), "bias": (3,)},
@@ -208,9 +208,7 @@ def test_each_layer_converts_both_ways(name, key):
             expected = module(*xs)
     _close(layer(params, *sample), _np(expected))
     back = to_torch_state_dict(layer, params, *sample)
-    if "num_batches_tracked" in original:  # lazyinit keeps no counter; it exports 0
-        original["num_batches_tracked"] = torch.tensor(0)
-    _same_state(back, original)
+    _same_state(back, original)  # num_batches_tracked too: BatchNorm's count, InstanceNorm's 0
 
 
 def test_a_torch_conv_loads_into_a_channels_last_layer():
@@ -286,7 +284,10 @@ def test_bad_keys_and_shapes_are_all_listed_and_the_dict_is_unchanged():
     assert "nothing was changed" in message
     assert (
         "size mismatch for 'fc1.weight' (Linear at 'fc1', parameter 'fc1/kernel'): found shape "
-        "(4, 10), expected (10, 4) (the transpose: PyTorch stores it (out, in)" in message
+        "(4, 10), expected (10, 4) (the transpose: PyTorch's nn.Linear stores it (out, in), "
+        "lazyinit (in, out); a Hugging Face Conv1D stores (in, out): if that is what this "
+        "module is, pass the torch module, or declare it: layouts={'fc1': 'conv1d'}; else pass "
+        "PyTorch's own state dict, not one already converted)" in message
     )
     assert (
         "missing key 'fc2.weight' (Linear at 'fc2', parameter 'fc2/kernel') "
@@ -306,9 +307,20 @@ def test_a_mismatch_raises_with_match_pinned():
         from_torch_state_dict(LazyMLP(), state, jnp.ones((1, 5)))  # another input size
 
 
-def test_a_conv_kernel_in_lazyinit_layout_gets_a_layout_hint():
+def test_a_conv_kernel_in_lazyinit_layout_gets_an_already_converted_hint():
     conv = torch.nn.Conv2d(3, 4, 2)
     state = {"weight": conv.weight.permute(2, 3, 1, 0), "bias": conv.bias}
+    with pytest.raises(
+        li.errors.StateMismatchError,
+        match=r"found shape \(2, 2, 3, 4\), expected \(4, 3, 2, 2\) \(lazyinit's own layout of "
+        r"'kernel': the state looks already converted; load it with li\.load_state",
+    ):
+        from_torch_state_dict(li.Conv(4, (2, 2)), state, jnp.ones((1, 5, 5, 3)))
+
+
+def test_a_conv_kernel_in_another_order_gets_a_layout_hint():
+    conv = torch.nn.Conv2d(3, 4, 2)
+    state = {"weight": conv.weight.permute(0, 2, 3, 1), "bias": conv.bias}  # (out, *k, in)
     with pytest.raises(li.errors.StateMismatchError, match=r"same sizes in another order"):
         from_torch_state_dict(li.Conv(4, (2, 2)), state, jnp.ones((1, 5, 5, 3)))
 

@@ -97,9 +97,15 @@ def from_torch(module: Any) -> dict[str, Any]:
         out = {"embedding": sd["weight"]}
     elif isinstance(module, nn.MultiheadAttention):
         return _mha_from_torch(module, sd)
-    else:  # the norms
+    else:  # the norms; a BatchNorm's count is PyTorch's num_batches_tracked (InstanceNorm has none)
         names = {"weight": "scale", "bias": "bias", "running_mean": "mean", "running_var": "var"}
-        return {names[k]: jnp.asarray(v) for k, v in sd.items() if k in names}
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            names["num_batches_tracked"] = "count"
+        return {
+            names[k]: jnp.asarray(v, jnp.float32 if k == "num_batches_tracked" else None)
+            for k, v in sd.items()
+            if k in names
+        }
     if "bias" in sd:
         out["bias"] = sd["bias"]
     return {k: jnp.asarray(np.ascontiguousarray(v)) for k, v in out.items()}

@@ -47,7 +47,7 @@ def test_keywords_reach_only_the_layers_that_accept_them():
     model = li.Sequential([li.Linear(3), li.Residual([li.BatchNorm(), li.nn.relu]), li.Linear(1)])
     params = li.dry_run(model, jax.random.key(0), x(8, 2))
     out, updates = li.apply(model, params, x(8, 2), train=True, mutable=True)
-    assert shapes(updates) == {"1": {"layer": {"0": {"mean": (3,), "var": (3,)}}}}
+    assert shapes(updates) == {"1": {"layer": {"0": {"count": (), "mean": (3,), "var": (3,)}}}}
     assert out.shape == (8, 1)
 
 
@@ -81,7 +81,11 @@ def test_batch_norm_train_step_threads_buffers_under_jit():
     images, targets = x(8, 6, 6, 3), x(8, 1, seed=1)
     params = li.dry_run(model, jax.random.key(0), images)
     trainable, buffers = li.partition(model, params, images)
-    assert shapes(buffers) == {"0": {"0": {}, "1": {"mean": (4,), "var": (4,)}}, "1": {}, "2": {}}
+    assert shapes(buffers) == {
+        "0": {"0": {}, "1": {"count": (), "mean": (4,), "var": (4,)}},
+        "1": {},
+        "2": {},
+    }
     optimizer = optax.adamw(1e-2, weight_decay=0.1)
     opt_state = optimizer.init(trainable)
 

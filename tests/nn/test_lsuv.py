@@ -160,8 +160,9 @@ def test_warmup_stats_equal_a_hand_computation_and_keep_trainable_params(style):
     mean, var = hand_stats(BATCHES, params["body"]["kernel"], params["body"]["bias"])
     np.testing.assert_allclose(new["norm"]["mean"], mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(new["norm"]["var"], var, rtol=1e-5, atol=1e-6)
+    assert int(new["norm"]["count"]) == len(BATCHES)  # as PyTorch's update_bn counts them
     for p, v in flat(params).items():
-        if p not in ("norm/mean", "norm/var"):
+        if p not in ("norm/mean", "norm/var", "norm/count"):
             assert flat(new)[p] is v, p
 
 
@@ -172,7 +173,7 @@ def test_warmup_stats_cumulative_batchnorm_counts_the_batches():
     mean, var = hand_stats(BATCHES, params["0"]["kernel"], params["0"]["bias"])
     np.testing.assert_allclose(new["1"]["mean"], mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(new["1"]["var"], var, rtol=1e-5, atol=1e-6)
-    assert new["1"]["count"].dtype == jnp.int32 and int(new["1"]["count"]) == 3
+    assert new["1"]["count"].dtype == jnp.float32 and int(new["1"]["count"]) == 3
 
 
 def test_warmup_stats_instance_norm_averages_per_sample_statistics():

@@ -31,7 +31,13 @@ def test_labels_mark_frozen_trainable_and_buffers(style):
     params = li.dry_run(model, jax.random.key(0), X)
     assert li.labels(model, params, X, frozen=["body", "norm"]) == {
         "body": {"kernel": "frozen", "bias": "frozen"},
-        "norm": {"scale": "frozen", "bias": "frozen", "mean": "buffer", "var": "buffer"},
+        "norm": {
+            "scale": "frozen",
+            "bias": "frozen",
+            "mean": "buffer",
+            "var": "buffer",
+            "count": "buffer",
+        },
         "head": {"kernel": "trainable", "bias": "trainable"},
     }
     assert set(flat(li.labels(model, params, X)).values()) == {"trainable", "buffer"}
