@@ -14,6 +14,7 @@ never read an entry half written. The run that made the folder removes it at the
 ``JAX_COMPILATION_CACHE_DIR`` already set is used as it is and kept.
 """
 
+import importlib
 import os
 import shutil
 import tempfile
@@ -65,6 +66,23 @@ def _user_code_may_promote_ranks(request):
             yield
     else:
         yield
+
+
+_REGISTRIES = (
+    ("lazyinit.interop._torch_rules", "REGISTRY"),
+    ("lazyinit.interop.flax", "_REGISTRY"),
+)
+
+
+@pytest.fixture(autouse=True)
+def _rules_registered_in_a_test_end_with_it():
+    """A test's (or a doctest's) ``register`` of a conversion rule is undone after it, so that no
+    test sees the rules another registered: registries are process state."""
+    tables = [getattr(importlib.import_module(m), name) for m, name in _REGISTRIES]
+    saved = [{k: dict(v) for k, v in r._by_layer.items()} for r in tables]
+    yield
+    for registry, table in zip(tables, saved):
+        registry._by_layer = table
 
 
 @pytest.fixture

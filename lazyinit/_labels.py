@@ -55,7 +55,7 @@ def labels(
         >>> x = jnp.ones((2, 3))
         >>> params = li.dry_run(model, jax.random.key(0), x)
         >>> li.labels(model, params, x, frozen="0")
-        {'0': {'kernel': 'frozen', 'bias': 'frozen'}, '1': {'scale': 'trainable', 'bias': 'trainable', 'mean': 'buffer', 'var': 'buffer'}, '2': {'kernel': 'trainable', 'bias': 'trainable'}}
+        {'0': {'kernel': 'frozen', 'bias': 'frozen'}, '1': {'scale': 'trainable', 'bias': 'trainable', 'mean': 'buffer', 'var': 'buffer', 'count': 'buffer'}, '2': {'kernel': 'trainable', 'bias': 'trainable'}}
     """
     if no_sample(sample, kw):
         raise needs_sample(

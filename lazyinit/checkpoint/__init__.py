@@ -1,12 +1,12 @@
 """Checkpoint storage: one portable safetensors file per tree, and orbax directories for training.
 
-* :func:`save` and :func:`load` write and read one file (:mod:`._format` holds its
+* :func:`save` and :func:`load` write and read one file (``_format.py`` holds its
   bytes): atomic, checksummed, never unpickled, checked against a ``like`` tree by the
-  load rules of the core (:mod:`lazyinit._match`); :func:`check_checkpoint` answers
+  load rules of the core (``lazyinit/_match.py``); :func:`check_checkpoint` answers
   from the header alone, memory included. A save streams the arrays as they are
-  (:mod:`._write`, :mod:`._atomic`); a load plans where each tensor goes
-  (:mod:`._pieces`) and reads it, or this process's pieces of it, straight into its
-  arrays (:mod:`._transfer`), every byte checked as it is read (:mod:`._read`).
+  (``_write.py``, ``_atomic.py``); a load plans where each tensor goes (``_pieces.py``)
+  and reads it, or this process's pieces of it, straight into its arrays
+  (``_transfer.py``), every byte checked as it is read (``_read.py``).
 * :class:`TrainingCheckpoints` keeps the last few steps of a training run (params,
   optimizer state, step) through orbax-checkpoint.
 

@@ -41,9 +41,9 @@ pickle-based files are recognized and refused (:class:`ReadPickleError`).
 Reading opens only regular files (a FIFO, a device or ``/dev/zero`` behind a
 symlink is refused without reading), reads the header first, refuses a file
 whose size disagrees with it, and then reads only the tensor bytes it
-describes (:mod:`._read`): memory is bounded by the tensors, not by the file.
+describes (``_read.py``): memory is bounded by the tensors, not by the file.
 The header alone (:func:`read_header`) is enough to check a checkpoint against
-a model. Writing is in :mod:`._write` (atomic: :mod:`._atomic`).
+a model. Writing is in ``_write.py`` (atomic: ``_atomic.py``).
 """
 
 from __future__ import annotations
@@ -439,7 +439,7 @@ def _read_header(path: str, f: BinaryIO, size: int) -> Header:
 def read_header(path: str) -> Header:
     """Reads and validates only the header: the time does not grow with the tensors' size.
 
-    The tensor bytes are not read (:mod:`._read` checks them as it reads them); a
+    The tensor bytes are not read (``_read.py`` checks them as it reads them); a
     version 2 header's own checksum is checked.
 
     Raises:

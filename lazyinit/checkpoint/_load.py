@@ -7,8 +7,8 @@ digests. Loading never unpickles and never runs code from the file. Loading
 against a ``like`` tree checks every path, shape and dtype from the header
 before reading any tensor and reports every problem at once; then it reads
 each tensor (or, for a sharded template, each of this process's pieces of it)
-straight into the buffer that becomes its array (:mod:`._pieces`,
-:mod:`._transfer`), checking every byte against its digest (:mod:`._read`).
+straight into the buffer that becomes its array (``_pieces.py``,
+``_transfer.py``), checking every byte against its digest (``_read.py``).
 """
 
 from __future__ import annotations
@@ -289,8 +289,8 @@ def load(
 
     Raises:
       ReadCheckpointError: the file is truncated, corrupt, not a regular file or
-        not a lazyinit checkpoint (:class:`ReadPickleError` for pickle-based
-        files, :class:`ReadVersionError` for a newer format version).
+        not a lazyinit checkpoint (:class:`~lazyinit.errors.ReadPickleError` for pickle-based
+        files, :class:`~lazyinit.errors.ReadVersionError` for a newer format version).
       StateMismatchError: the file does not fit ``like``; lists every path.
       InvalidTreeError: ``like`` holds something other than arrays,
         ``ShapeDtypeStruct``s and placeholders.

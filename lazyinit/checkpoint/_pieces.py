@@ -1,7 +1,7 @@
 """What a load moves where: each tensor, the piece of it each device takes, and what that costs.
 
 One plan serves two callers: :func:`lazyinit.load` carries it out
-(:mod:`._transfer`) and :func:`lazyinit.check_checkpoint` reports, from the header
+(``_transfer.py``) and :func:`lazyinit.check_checkpoint` reports, from the header
 alone, the memory carrying it out will take. They cannot disagree.
 
 A tensor is moved in one of three ways:

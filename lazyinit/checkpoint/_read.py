@@ -4,7 +4,7 @@ A load asks for byte ranges (a tensor, a process's rows of it, a batch of small
 tensors) and gets them in buffers it owns, read straight from the file with
 ``preadv``: nothing is mapped and no whole copy of the file is made.
 
-* **Version 2** files carry a digest per 1 MiB chunk (:mod:`._format`). A range
+* **Version 2** files carry a digest per 1 MiB chunk (``_format.py``). A range
   is read chunk by chunk: the chunks it covers whole go straight into the
   caller's buffer and are hashed there; a chunk it covers in part (its first and
   last) is read whole into a scratch buffer, checked and kept, so that the next
@@ -13,7 +13,7 @@ tensors) and gets them in buffers it owns, read straight from the file with
 * **Version 1** files have one digest over everything, so they are read whole
   and checked once, as before version 2; ranges are then copied from memory.
 
-Either way a mismatch is a :class:`ReadCheckpointError` and the load returns
+Either way a mismatch is a :class:`~lazyinit.errors.ReadCheckpointError` and the load returns
 nothing.
 """
 

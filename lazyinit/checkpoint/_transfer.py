@@ -1,10 +1,10 @@
-"""Carrying out a load plan (:mod:`._pieces`): checked bytes from the file onto the devices.
+"""Carrying out a load plan (``_pieces.py``): checked bytes from the file onto the devices.
 
 Each buffer a tensor is read into is allocated for it, aligned to 64 bytes,
 and handed to ``jax.device_put(..., may_alias=True)``: on a CPU device the
 array then uses that buffer (no copy, so a load holds its arrays once); on
 another device it is copied over and the buffer freed before the next tensor
-is read. Batches of small tensors are copied (:func:`._host_to_device.put_many`)
+is read. Batches of small tensors are copied (``_host_to_device.put_many``)
 and their buffer freed.
 """
 

@@ -1,7 +1,7 @@
 """Writing a checkpoint from the arrays as they are, a piece at a time, never a second copy.
 
 Every leaf is checked before a byte is written (all problems at once). Then
-the header goes out with its digests' space reserved (:mod:`._format` says why),
+the header goes out with its digests' space reserved (``_format.py`` says why),
 and each tensor follows in pieces, hashed as they are written:
 
 * a numpy array, or a ``jax.Array`` on the CPU, is written from its own memory

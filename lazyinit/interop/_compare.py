@@ -314,15 +314,17 @@ def compare(
     output is compared. Put both in evaluation mode first (``module.eval()``).
 
     Args:
-      model, params: the lazyinit model and its params.
+      model: the lazyinit model.
+      params: its params.
       module: the torch ``nn.Module`` it ports.
       *sample: the model's inputs; the torch module gets the same values as tensors
         (integers as int64), unless ``torch_sample`` (a tuple) gives its own (an
         NCHW image for a channels-last port: outputs channels-last are compared
         with the channel axis moved).
-      rename: as for :func:`from_torch_state_dict`.
-      rtol, atol: a pair is within tolerance when every element is within
-        ``atol + rtol * |torch|``.
+      rename: as for :func:`~lazyinit.interop.torch.from_torch_state_dict`.
+      rtol: relative tolerance: a pair is within tolerance when every element is
+        within ``atol + rtol * |torch|``.
+      atol: absolute tolerance (see ``rtol``).
       **kwargs: call-time options of the lazyinit model.
 
     Returns:

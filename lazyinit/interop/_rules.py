@@ -139,7 +139,7 @@ def linear(
     in_shape: Sequence[int] | None = None,
     out_shape: Sequence[int] | None = None,
 ) -> Rule:
-    """A kernel ``(*in_shape, *out_shape)`` stored as a 2-d weight in ``layout`` (see :data:`LAYOUTS`).
+    """A kernel ``(*in_shape, *out_shape)`` stored as a 2-d weight in ``layout`` (``'linear'`` or ``'conv1d'``).
 
     ``'linear'`` is ``nn.Linear``'s ``(out, in)``, ``'conv1d'`` Hugging Face
     ``Conv1D``'s ``(in, out)``. ``in_shape`` and ``out_shape`` split the

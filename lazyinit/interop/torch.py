@@ -16,7 +16,7 @@ a module type it has no rule for is refused by name (:func:`register` adds
 one). With a bare state dict a square weight cannot say which it is: each
 layer type has a default (``nn.Linear``), and ``layouts=`` declares the others
 per lazyinit path pattern (``layouts={"h/*/c_attn": "conv1d"}``). The rules
-per layer are listed in :mod:`lazyinit.interop._torch_rules`; the rule
+per layer are listed in ``lazyinit/interop/_torch_rules.py``; the rule
 vocabulary (``same``, ``linear``, ``fused``, ``rotary``, ...) is in
 :mod:`lazyinit.interop`.
 

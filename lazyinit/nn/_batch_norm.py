@@ -46,7 +46,7 @@ def norm_specs(layer: Any, channels: Any, stats: bool, count: bool) -> dict[str,
         specs["mean"] = Param((channels,), initializers.zeros, axes=layer.axes, trainable=False)
         specs["var"] = Param((channels,), initializers.ones, axes=layer.axes, trainable=False)
         if count:
-            specs["count"] = Param((), initializers.zeros, trainable=False)
+            specs["count"] = Param((), initializers.zeros, axes=(), trainable=False)
     return specs
 
 

@@ -161,12 +161,22 @@ def test_each_rule_reads_the_same_at_each_entry_point(entry, rule, tmp_path):
             assert match[fact] == value, line
 
 
+class _Steps(li.Layer):
+    """A layer with an int32 buffer: its dtype is fixed, whatever the call's policy."""
+
+    def specs(self, x):
+        return {"steps": li.Param((), li.initializers.zeros, dtype=jnp.int32, trainable=False)}
+
+    def __call__(self, params, x):
+        return x * params["steps"].astype(x.dtype)
+
+
 def test_a_call_words_a_fixed_dtype_mismatch_as_the_rule_does():
-    model = li.BatchNorm(momentum=None)
+    model = _Steps()
     params = li.dry_run(model, jax.random.key(0), X)
-    lines = _problems(lambda: model({**params, "count": params["count"].astype("float32")}, X))
+    lines = _problems(lambda: model({**params, "steps": params["steps"].astype("float32")}, X))
     assert re.fullmatch(RULES["dtype"], lines[0])
-    assert lines[0].startswith("dtype mismatch for 'count': found float32, expected int32")
+    assert lines[0].startswith("dtype mismatch for 'steps': found float32, expected int32")
 
 
 def test_the_words_are_pinned_once():

@@ -21,7 +21,8 @@ def count(tree):
     "build,sample,total,trainable",
     [
         (models.mlp, ((8, 784), jnp.float32), 669_706, 669_706),
-        (models.resnet_cnn, ((8, 32, 32, 3), jnp.float32), 11_183_562, 11_173_962),
+        # ResNet-18's buffers: running mean and var (9,600) and each BatchNorm's count (20), as in torch
+        (models.resnet_cnn, ((8, 32, 32, 3), jnp.float32), 11_183_582, 11_173_962),
         (models.gpt_decoder, ((2, 1024), jnp.int32), 124_439_808, 124_439_808),
         (lambda: models.gpt_decoder(tie_head=False), ((2, 1024), jnp.int32), 163_037_184, None),
         (models.llama_decoder, ((1, 2048), jnp.int32), 6_738_415_616, 6_738_415_616),
@@ -86,13 +87,16 @@ def test_small_resnet_and_mlp_run():
     images = jnp.ones((2, 8, 8, 3))
     params = li.dry_run(resnet, jax.random.key(0), images)
     trainable, buffers = li.partition(resnet, params)  # no sample needed: kernels are tuples
-    assert count(buffers) == 2 * (4 + 4 * 2 + 8 * 3)
+    assert count(buffers) == 2 * (4 + 4 * 2 + 8 * 3) + 6  # mean and var, and 6 counts
     train = jax.jit(lambda p, x: li.apply(resnet, p, x, train=True, mutable=True))
     out, updates = train(params, images)
     assert out.shape == (2, 3)
     assert shapes_of(updates["4"]) == {
-        "main": {"1": {"mean": (8,), "var": (8,)}, "4": {"mean": (8,), "var": (8,)}},
-        "shortcut": {"1": {"mean": (8,), "var": (8,)}},
+        "main": {
+            "1": {"mean": (8,), "var": (8,), "count": ()},
+            "4": {"mean": (8,), "var": (8,), "count": ()},
+        },
+        "shortcut": {"1": {"mean": (8,), "var": (8,), "count": ()}},
     }
     mlp = models.mlp()
     assert mlp(li.dry_run(mlp, jax.random.key(0), jnp.ones((2, 28, 28))), jnp.ones((2, 784))).shape == (2, 10)  # fmt: skip
