@@ -118,7 +118,6 @@ def test_the_checks_are_read_in_one_transfer_per_dry_run(key, monkeypatch):
     assert transfers == [3]  # one transfer: the (4, 3) kernel's check and two batches' checks
 
 
-
 def test_a_bad_nonfinite_option_is_refused_before_anything_runs(key):
     with pytest.raises(
         li.errors.InvalidArgumentError,
