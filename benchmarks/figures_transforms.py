@@ -4,7 +4,8 @@
 
 9a. Train-step trace+compile time of the GPT decoder (examples/models.py) at 12, 24 and 48
     layers: ``li.Repeat`` vs unrolled lazyinit vs flax ``nn.scan`` vs flax unrolled, and the
-    time per step of ``li.Repeat`` against the unrolled lazyinit model.
+    time per step of ``li.Repeat`` against the unrolled lazyinit model; at the deepest depth
+    also ``li.Repeat(..., unroll=k)`` for k = 2, 4, 8 (step and compile against unrolled).
 9b. Remat: the train step's temporary memory (``memory_analysis()``) at sequence length 1024,
     ``li.Repeat(..., remat=True)`` against ``remat=False``, with their losses.
 9c. An ensemble of 8 MLPs: dry run and train step, ``li.Ensemble`` against hand-vmapped JAX.
@@ -93,10 +94,12 @@ def tokens(s: Sizes, seq: int | None = None) -> tuple[jax.Array, jax.Array]:
 # The four decoders.
 
 
-def lazy_gpt(s: Sizes, layers: int, scanned: bool, remat: bool = False, seq: int = 0) -> Any:
+def lazy_gpt(
+    s: Sizes, layers: int, scanned: bool, remat: bool = False, seq: int = 0, unroll: int = 1
+) -> Any:
     one = models.gpt_decoder(1, s.width, s.heads, s.vocab, max(seq, s.seq))
     blocks = (
-        li.Repeat(one.blocks.layers[0], layers, remat=remat)
+        li.Repeat(one.blocks.layers[0], layers, remat=remat, unroll=unroll)
         if scanned
         else li.Sequential([one.blocks.layers[0]] * layers)
     )
@@ -150,10 +153,12 @@ def sgd_step(loss: Any) -> Any:
 
 
 def gpt_step(lib: str, s: Sizes, layers: int) -> tuple[Any, Any]:
-    """``(train_step, params)`` of one of the four decoders."""
+    """``(train_step, params)`` of one of the four decoders (or ``li.Repeat`` at an
+    ``unroll`` of :func:`unrolled_by`)."""
     x, _ = tokens(s)
     if lib.startswith("lazyinit"):
-        model = lazy_gpt(s, layers, scanned=lib == "lazyinit Repeat")
+        scanned = lib.startswith("lazyinit Repeat")
+        model = lazy_gpt(s, layers, scanned=scanned, unroll=UNROLLED_BY.get(lib, 1))
         params = li.dry_run(model, jax.random.key(0), x)
         return sgd_step(lambda p, x, y: xent(model(p, x), y)), params
     net = FlaxGPT(s.vocab, s.width, s.heads, layers, s.seq, scanned=lib == "flax nn.scan")
@@ -162,15 +167,19 @@ def gpt_step(lib: str, s: Sizes, layers: int) -> tuple[Any, Any]:
 
 
 LIBS = ("lazyinit Repeat", "lazyinit unrolled", "flax nn.scan", "flax unrolled")
+UNROLLS = (2, 4, 8)  # li.Repeat(..., unroll=k), measured at the deepest depth beside LIBS
+UNROLLED_BY = {f"lazyinit Repeat unroll={k}": k for k in UNROLLS}
+STEP_TARGET, COMPILE_TARGET = 1.05, 0.6  # scanned vs unrolled at the deepest depth (issue 20)
 
 
 def figure9a(s: Sizes) -> Table:
     x, y = tokens(s)
     compile_s: dict[tuple[str, int], float] = {}
     step_s: dict[tuple[str, int], float] = {}
+    deep, shallow = s.depths[-1], s.depths[0]
     for layers in s.depths:
         ready = {}
-        for lib in LIBS:
+        for lib in (*LIBS, *UNROLLED_BY) if layers == deep else LIBS:
             step, params = gpt_step(lib, s, layers)
             t0 = time.perf_counter()
             compiled = jax.jit(step).lower(params, x, y).compile()
@@ -178,12 +187,11 @@ def figure9a(s: Sizes) -> Table:
             jax.block_until_ready(compiled(params, x, y))
             ready[lib] = (compiled, params)
             log(f"9a {lib} {layers} layers: compile {compile_s[lib, layers]:.2f} s")
-        runs: dict[str, list[float]] = {lib: [] for lib in LIBS}
+        runs: dict[str, list[float]] = {lib: [] for lib in ready}
         for _ in range(max(5, s.reps)):  # interleaved, so that load changes hit all alike
             for lib, (compiled, params) in ready.items():
                 runs[lib].append(seconds(compiled, params, x, y))
         step_s.update({(lib, layers): median(r) for lib, r in runs.items()})
-    deep, shallow = s.depths[-1], s.depths[0]
     t = Table(
         f"9a. GPT train step: trace+compile time by depth (width {s.width}, seq {s.seq})",
         ["layers", "", *LIBS, "Repeat / unrolled", "nn.scan / unrolled"],
@@ -197,6 +205,11 @@ def figure9a(s: Sizes) -> Table:
                 ratio(table["lazyinit Repeat", layers], table["lazyinit unrolled", layers]),
                 ratio(table["flax nn.scan", layers], table["flax unrolled", layers]),
             )
+    for lib, k in UNROLLED_BY.items():  # the Repeat column holds li.Repeat(..., unroll=k)
+        for what, table in (("compile", compile_s), ("step", step_s)):
+            repeat, unrolled = table[lib, deep], table["lazyinit unrolled", deep]
+            t.add(deep, f"{what}, unroll={k}", fmt_time(repeat), fmt_time(unrolled), "", "")
+            t.rows[-1] += [ratio(repeat, unrolled), ""]
     own = compile_s["lazyinit Repeat", deep] / compile_s["lazyinit Repeat", shallow]
     vs_flax = compile_s["lazyinit Repeat", deep] / compile_s["flax nn.scan", deep]
     step = step_s["lazyinit Repeat", deep] / step_s["lazyinit unrolled", deep]
@@ -207,6 +220,14 @@ def figure9a(s: Sizes) -> Table:
         f"Repeat step vs unrolled at {deep} layers: {step:.2f}x "
         f"(target <= 1.05x: {verdict(step, 1.05)}).",
     ]
+    unrolled = step_s["lazyinit unrolled", deep], compile_s["lazyinit unrolled", deep]
+    for lib, k in (("lazyinit Repeat", 1), *UNROLLED_BY.items()):
+        step, comp = step_s[lib, deep] / unrolled[0], compile_s[lib, deep] / unrolled[1]
+        t.notes.append(
+            f"Repeat(unroll={k}) vs unrolled at {deep} layers: step {step:.2f}x (target <= "
+            f"{STEP_TARGET}x: {verdict(step, STEP_TARGET)}), compile {comp:.2f}x (target <= "
+            f"{COMPILE_TARGET}x: {verdict(comp, COMPILE_TARGET)})."
+        )
     return t
 
 

@@ -67,8 +67,9 @@ class Repeat(Layer):
     reaches copy ``i`` as ``fold_in(key, i)``, as in ``Sequential``. With
     ``remat=True`` each step is wrapped in ``jax.checkpoint`` (``policy``
     chooses what it saves), trading compute for activation memory. ``unroll``
-    is ``jax.lax.scan``'s (steps per loop iteration). Buffers (BatchNorm
-    statistics) are stacked too and updated per copy.
+    is ``jax.lax.scan``'s: ``k`` copies per loop iteration (``True``: no loop),
+    the same values and params, a faster step for a longer compile. Buffers
+    (BatchNorm statistics) are stacked too and updated per copy.
 
     Examples:
         >>> import jax, jax.numpy as jnp, lazyinit as li
@@ -87,11 +88,17 @@ class Repeat(Layer):
     remat: bool = False
     policy: Callable[..., Any] | None = None
     axis: str = "layers"
-    unroll: int = 1
+    unroll: int | bool = 1
 
     def __post_init__(self) -> None:
         check_count("li.Repeat", self.block, self.n)
         object.__setattr__(self, "n", int(self.n))
+        u = self.unroll
+        if not isinstance(u, (bool, int, np.integer)) or (not isinstance(u, bool) and u < 1):
+            raise InvalidArgumentError(
+                f"li.Repeat: unroll must be a positive int (copies per loop iteration) or True "
+                f"(no loop), got {u!r}. Use unroll=1 for one copy per iteration."
+            )
 
     @property
     def stacked_layer(self) -> Layer:

@@ -295,3 +295,24 @@ def test_membership_in_params_during_a_dry_run_reflects_the_declared_specs(key):
     li.clear_cache()
     params = li.dry_run(Optional(), key, X)
     assert seen[0] == (True, False) and sorted(params) == ["w"]
+
+
+def test_a_new_key_with_jit_reuses_the_one_compiled_program(key):
+    # The jit=True row of benchmarks/big_trees.py times this path warm: a new key must not
+    # trace the initializers or compile the program again.
+    from lazyinit import _drawing
+
+    traced = []
+
+    def counting_init(k, shape, dtype):
+        traced.append(shape)
+        return jax.random.normal(k, shape, dtype)
+
+    model = li.Sequential([li.Linear(4, kernel_init=counting_init), li.Linear(4)])
+    first = li.dry_run(model, key, X, jit=True)
+    n, programs = len(traced), dict(_drawing._PROGRAMS)
+    assert programs  # jit=True drew by one program
+    second = li.dry_run(model, jax.random.key(1), X, jit=True)
+    assert len(traced) == n
+    assert _drawing._PROGRAMS == programs
+    assert not np.array_equal(first["0"]["kernel"], second["0"]["kernel"])

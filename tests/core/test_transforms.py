@@ -201,3 +201,33 @@ def test_vmap_over_params_and_inputs_together_names_ensemble(key):
         r"inputs.*li.Ensemble\(layer, n, map_inputs=True\)",
     ):
         li.dry_run(ByHand(), key, jnp.ones((4, 2, 5)))
+
+
+@pytest.mark.parametrize("unroll", [2, 3, True])
+def test_repeat_unroll_keeps_params_outputs_and_grads(unroll, key):
+    block = li.Residual([li.LayerNorm(), li.Linear(4), li.nn.tanh])
+    x = jax.random.normal(jax.random.key(1), (2, 4))
+    looped, unrolled = li.Repeat(block, 5), li.Repeat(block, 5, unroll=unroll)
+    params = li.dry_run(looped, key, x)
+    assert jax.tree.all(
+        jax.tree.map(np.array_equal, params, li.dry_run(unrolled, key, x))
+    )  # unroll changes the loop, never the params
+
+    def loss(model):
+        return jax.jit(jax.value_and_grad(lambda p: (model(p, x) ** 2).sum()))(params)
+
+    (value, grads), (value_k, grads_k) = loss(looped), loss(unrolled)
+    np.testing.assert_allclose(value_k, value, rtol=1e-6)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), grads_k, grads
+    )
+
+
+@pytest.mark.parametrize("unroll", [0, -2, 1.5, "4"])
+def test_repeat_refuses_an_unroll_that_is_not_a_positive_int(unroll):
+    with pytest.raises(
+        li.errors.InvalidArgumentError,
+        match=r"li\.Repeat: unroll must be a positive int \(copies per loop iteration\) or "
+        r"True \(no loop\), got .*\. Use unroll=1",
+    ):
+        li.Repeat(li.Linear(4), 3, unroll=unroll)
