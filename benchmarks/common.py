@@ -104,7 +104,7 @@ def xent(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-gelu = jax.nn.gelu  # approximate (tanh) form, as GPT-2
+gelu_tanh = jax.nn.gelu  # the tanh approximation (li.nn.gelu_tanh), as GPT-2
 
 
 def rope(x: jax.Array) -> jax.Array:

@@ -13,7 +13,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .common import Impl, Sizes, batch, gelu, xent
+from .common import Impl, Sizes, batch, gelu_tanh, xent
 from .models_jax import cnn_plan
 
 
@@ -111,7 +111,7 @@ class Decoder(eqx.Module):
     def __call__(self, x):  # (time, width)
         h = _tokens(self.ln1, x)
         x = x + self.attn(h, h, h, mask=jnp.tril(jnp.ones((x.shape[0], x.shape[0]), bool)))
-        return x + _tokens(self.out, gelu(_tokens(self.fc, _tokens(self.ln2, x))))
+        return x + _tokens(self.out, gelu_tanh(_tokens(self.fc, _tokens(self.ln2, x))))
 
 
 class GPT(eqx.Module):

@@ -11,7 +11,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from .common import Impl, Sizes, batch, causal_attention, gelu, rope, xent
+from .common import Impl, Sizes, batch, causal_attention, gelu_tanh, rope, xent
 from .models_jax import cnn_plan
 
 
@@ -71,7 +71,7 @@ class Decoder(nn.Module):
         x = x + nn.MultiHeadDotProductAttention(self.heads)(
             nn.LayerNorm(epsilon=1e-5)(x), mask=mask
         )
-        h = gelu(nn.Dense(4 * self.width)(nn.LayerNorm(epsilon=1e-5)(x)))
+        h = gelu_tanh(nn.Dense(4 * self.width)(nn.LayerNorm(epsilon=1e-5)(x)))
         return x + nn.Dense(self.width)(h)
 
 

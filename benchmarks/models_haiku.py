@@ -9,7 +9,7 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from .common import Impl, Sizes, batch, causal_attention, gelu, rope, xent
+from .common import Impl, Sizes, batch, causal_attention, gelu_tanh, rope, xent
 from .models_jax import cnn_plan
 
 lecun = hk.initializers.VarianceScaling(1.0, "fan_in", "truncated_normal")
@@ -65,7 +65,7 @@ def gpt(tokens, vocab, width, heads, layers, max_len):
             h = _ln(x)
             attn = hk.MultiHeadAttention(heads, width // heads, w_init=lecun, model_size=width)
             x = x + attn(h, h, h, mask=mask)
-            x = x + _linear(width)(gelu(_linear(4 * width)(_ln(x))))
+            x = x + _linear(width)(gelu_tanh(_linear(4 * width)(_ln(x))))
     return _ln(x) @ wte.embeddings.T
 
 

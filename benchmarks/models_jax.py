@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .common import Impl, Sizes, batch, causal_attention, gelu, rms_norm, rope, xent
+from .common import Impl, Sizes, batch, causal_attention, gelu_tanh, rms_norm, rope, xent
 
 lecun = jax.nn.initializers.lecun_normal()
 embed_init = jax.nn.initializers.variance_scaling(1.0, "fan_in", "normal", out_axis=0)
@@ -212,7 +212,7 @@ def gpt_apply(params: dict, tokens: jax.Array, heads: int) -> jax.Array:
     for i in range(sum(k.startswith("h") for k in params)):
         p = params[f"h{i}"]
         x = x + attention(p["attn"], layer_norm(p["ln1"], x))
-        h = gelu(apply_dense(p["mlp"]["fc"], layer_norm(p["ln2"], x)))
+        h = gelu_tanh(apply_dense(p["mlp"]["fc"], layer_norm(p["ln2"], x)))
         x = x + apply_dense(p["mlp"]["proj"], h)
     return jnp.einsum("btf,vf->btv", layer_norm(params["ln_f"], x), params["wte"])
 

@@ -165,7 +165,7 @@ def gpt_decoder(
 
     def block() -> Block:
         mlp = li.Sequential(
-            [li.Linear(4 * d_model), li.nn.gelu, li.Linear(d_model, axes=("mlp", "embed"))]
+            [li.Linear(4 * d_model), li.nn.gelu_tanh, li.Linear(d_model, axes=("mlp", "embed"))]
         )
         attn = li.MultiHeadAttention(num_heads, causal=True)
         return Block(li.LayerNorm(), attn, li.LayerNorm(), mlp, li.Dropout(dropout))

@@ -69,6 +69,7 @@ from .nn import Repeat as Repeat
 from .nn import Residual as Residual
 from .nn import RMSNorm as RMSNorm
 from .nn import Sequential as Sequential
+from .nn import channels_first as channels_first
 from .nn import lsuv as lsuv
 from .nn import mixed_precision as mixed_precision
 from .nn import stack_layers as stack_layers
@@ -109,6 +110,7 @@ __all__ = [
     "nn",
     *nn.LAYERS,
     "mixed_precision",
+    "channels_first",
     "stack_layers",
     "unstack_layers",
     # buffers and training mode

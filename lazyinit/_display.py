@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from . import _match, _structure
+from . import _channels, _match, _structure
 from ._layer import Layer
 from ._recorder import Call
 from ._spec import Param
@@ -105,7 +105,10 @@ def describe(model: Any, /, *args: Any, **kwargs: Any) -> Described:
     :data:`INFERRED` names (``in_features=``) or followed by a comment with their
     parameters' shapes. A child the sample never reached keeps its plain repr.
     Without a sample, the sizes that depend on the input print as ``?`` (PyTorch
-    prints a lazy module's as 0), from what the layers declare.
+    prints a lazy module's as 0), from what the layers declare. The first layer that
+    seems to have read a channels-first sample as channels-last (``(2, 3, 32, 32)``:
+    32 channels from the width) says so in a comment, naming
+    :func:`lazyinit.channels_first`.
 
     Examples:
         >>> import jax.numpy as jnp, lazyinit as li
@@ -127,15 +130,23 @@ def describe(model: Any, /, *args: Any, **kwargs: Any) -> Described:
     """
     calls: dict[Path, Call] = {}
     specs: dict[Path, dict[str, Any]] = {}
+    misread = None
     if args or kwargs:
         t = trace(model, *args, **kwargs)
-        for call in t.calls:
-            calls.setdefault(call.path, call)
+        for call in t.calls:  # a wrapper's internal layers are not shown: the wrapper is
+            if not getattr(type(call.layer), "summary_internal", False):
+                calls.setdefault(call.path, call)
+        # The first layer that read a channels-first-looking input as channels-last, if any
+        # (lazyinit._channels); the layers after it only inherit the mix-up.
+        misread = next(
+            ((c.path, m) for c in t.calls if (m := _channels.misread(c.layer, c.inputs[0]))), None
+        )
         owned: dict[Path, Any] = dict(t.params)
     else:
         owned = {p: s for p, s in _structure.derived_specs(model).items() if s is not None}
-    for path, param in owned.items():
-        specs.setdefault(path[:-1], {})[path[-1]] = param
+    for path, param in owned.items():  # on the deepest layer shown above it, by the rest
+        n = max((n for n in range(len(path)) if path[:n] in calls), default=len(path) - 1)
+        specs.setdefault(path[:n], {})["/".join(path[n:])] = param
     traced = bool(args or kwargs)
 
     def leaf(layer: Any, path: Path) -> str:
@@ -150,6 +161,10 @@ def describe(model: Any, /, *args: Any, **kwargs: Any) -> Described:
             comment = "  # " + ", ".join(f"{n}: {_shape(p)}" for n, p in own.items())
         elif traced and call is None and path != ():
             comment = "  # not reached by this sample"
+        if misread is not None and misread[0] == path:
+            shape, channels, _ = misread[1]
+            comment += f"{'; ' if comment else '  # '}{channels} channels from the last axis of "
+            comment += f"{shape}: a channels-first sample? li.channels_first(model)"
         body = ", ".join(f"{k}={v}" for k, v in fields.items())
         return f"{type(layer).__name__}({body}){comment}"
 

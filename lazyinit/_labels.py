@@ -21,9 +21,8 @@ import numpy as np
 from . import _match, _paths
 from ._reinit import select
 from ._spec import Uninitialized
-from ._tracer import trace
+from ._tracer import needs_sample, no_sample, trace
 from ._typing import Params
-from .errors import InvalidArgumentError
 
 __all__ = ["labels", "TRAINABLE", "FROZEN", "BUFFER"]
 
@@ -46,7 +45,8 @@ def labels(
         syntax) of trainable parameters to freeze. Buffers stay ``"buffer"``.
 
     Raises:
-      InvalidArgumentError: no sample, or a pattern that matches no parameter.
+      InferShapeError: no sample.
+      InvalidArgumentError: a pattern that matches no parameter.
       StateMismatchError: ``params`` holds paths the model does not have.
 
     Examples:
@@ -57,10 +57,11 @@ def labels(
         >>> li.labels(model, params, x, frozen="0")
         {'0': {'kernel': 'frozen', 'bias': 'frozen'}, '1': {'scale': 'trainable', 'bias': 'trainable', 'mean': 'buffer', 'var': 'buffer'}, '2': {'kernel': 'trainable', 'bias': 'trainable'}}
     """
-    if not sample and not kw:
-        raise InvalidArgumentError(
-            "li.labels needs a sample input to read which parameters are buffers: "
-            "li.labels(model, params, x, frozen=...)."
+    if no_sample(sample, kw):
+        raise needs_sample(
+            model,
+            why="li.labels reads which parameters are buffers from the model's trace",
+            example="li.labels(model, params, x, frozen=...)",
         )
     t = trace(model, *sample, **kw)
     chosen = set(select(t, frozen, what="li.labels(frozen=...)")) if frozen else set()

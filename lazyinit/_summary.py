@@ -10,6 +10,13 @@ initialized or loaded, and which disagree with what the model needs.
 The :class:`Summary` renders three ways: ``rich`` (``rich.print(s)``, and in a
 terminal via the CLI), plain text (``str(s)``, also its ``repr``) and an
 HTML table in notebooks (``_repr_html_``).
+
+Layers read a few class attributes here, so that the core never tests for a type:
+``summary_label()`` names the row (``Block x12``), ``stacked_layer`` folds the
+copies of ``li.Repeat`` into its row, and ``summary_internal = True`` marks a layer
+that is a wrapper's inner machinery (the ``DeclaredVariables`` through which a
+wrapped flax or nnx module declares its variables): it gets no row, and its
+parameters are listed on the row of the layer above it, by their path from there.
 """
 
 from __future__ import annotations
@@ -26,9 +33,8 @@ import numpy as np
 from . import _match, _paths
 from ._match import Report, Target
 from ._spec import Uninitialized
-from ._tracer import trace
+from ._tracer import needs_sample, no_sample, trace
 from ._typing import Params, Path, PerPath, Shape
-from .errors import InferShapeError
 
 __all__ = ["summary", "Summary", "Row", "ParamInfo", "STATUSES"]
 
@@ -68,8 +74,9 @@ class ParamInfo:
 class Row:
     """One layer call: its path, type, input and output shapes, and the parameters counted on it.
 
-    ``params`` are the layer's own parameters, plus, when ``depth`` hides the
-    layers below, theirs (``below`` counts those).
+    ``params`` are the layer's own parameters (a wrapper's include those its internal
+    layers declare), then, when ``depth`` hides the layers below, theirs: the last
+    ``below`` of them.
     """
 
     path: Path
@@ -146,16 +153,18 @@ class Summary:
     # -- rendering -----------------------------------------------------------
 
     def _cells(self, row: Row) -> dict[str, str]:
-        own = [p for p in row.params if len(p.path) == len(row.path) + 1]
-        lines = [f"{p.path[-1]}: {_sds(p.shape, p.dtype)}" for p in own]
+        own, rest = (
+            row.params[: len(row.params) - row.below],
+            row.params[len(row.params) - row.below :],
+        )
+        lines = [f"{_paths.join(p.path[len(row.path) :])}: {_sds(p.shape, p.dtype)}" for p in own]
         if row.below:
             lines.append(f"{row.below} arrays in layers below")
         if row.shared:
             lines.append("(shares the params above)")
         status = [_status(p) for p in own]
         if row.below:
-            rest = [p.status for p in row.params if p not in own]
-            status.append(", ".join(sorted(set(s for s in rest if s))))
+            status.append(", ".join(sorted(set(p.status for p in rest if p.status))))
         return {
             "path": _paths.join(row.path),
             "layer": getattr(row.layer, "summary_label", lambda: type(row.layer).__name__)(),
@@ -347,12 +356,12 @@ def summary(
         >>> print(s.caption()[0])
         21 parameters in 4 arrays, 84 B; 21 trainable, 0 non-trainable
     """
-    if not args and not kwargs:
-        raise InferShapeError(
-            "li.summary shows each layer call's input and output shapes, so it needs a sample "
-            "input, as for li.dry_run: li.summary(model, x) (a jax.ShapeDtypeStruct is "
-            "enough). Without one, li.lazy_state(model) and li.describe(model) show what the "
-            "layers declare."
+    if no_sample(args, kwargs):
+        raise needs_sample(
+            model,
+            why="li.summary shows each layer call's input and output shapes",
+            example="li.summary(model, x), where a jax.ShapeDtypeStruct is enough (without a "
+            "sample, li.describe(model) shows what the layers declare)",
         )
     t = trace(model, *args, **kwargs)
     with_status = params is not None
@@ -401,7 +410,8 @@ def summary(
         infos[path] = ParamInfo(path, param.shape, np.dtype(chosen), param.trainable, status, found)
     unexpected = tuple(m.unexpected)
 
-    shown = [c for c in t.calls if depth is None or len(c.path) <= depth]
+    visible = [c for c in t.calls if not getattr(type(c.layer), "summary_internal", False)]
+    shown = [c for c in visible if depth is None or len(c.path) <= depth]
     seen_paths: set[Path] = set()
     rows: list[Row] = []
     for call in shown:
@@ -412,16 +422,17 @@ def summary(
             continue
         seen_paths.add(call.path)
         rows.append(Row(call.path, call.layer, call.inputs, call.outputs, ()))
-    # Each parameter counts on the deepest shown row whose path is a prefix of its own.
+    # Each parameter counts on the deepest shown row whose path is a prefix of its own; it is
+    # listed there if that row's layer is its owner, the deepest visible layer above it.
     by_path = {r.path: i for i, r in enumerate(rows) if not r.shared}
-    mine: dict[int, list[ParamInfo]] = {}
+    layers = {c.path for c in visible}
+    mine: dict[int, tuple[list[ParamInfo], list[ParamInfo]]] = {}
     for path, info in infos.items():
-        for n in range(len(path) - 1, -1, -1):
-            i = by_path.get(path[:n])
-            if i is not None:
-                mine.setdefault(i, []).append(info)
-                break
-    for i, ps in mine.items():
-        below = sum(1 for p in ps if len(p.path) != len(rows[i].path) + 1)
-        rows[i] = dataclasses.replace(rows[i], params=tuple(ps), below=below)
+        above = [path[:n] for n in range(len(path) - 1, -1, -1)]
+        owner = next((p for p in above if p in layers), None)
+        i = next((by_path[p] for p in above if p in by_path), None)
+        if i is not None:
+            mine.setdefault(i, ([], []))[rows[i].path != owner].append(info)
+    for i, (own, below) in mine.items():
+        rows[i] = dataclasses.replace(rows[i], params=(*own, *below), below=len(below))
     return Summary(type(model).__name__, tuple(rows), infos, unexpected, with_status)

@@ -69,7 +69,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from . import _paths, _structure
+from . import _channels, _paths, _structure
 from ._recorder import Call, ParamsStandIn, Recorder, Trace
 from ._spec import Param
 from ._trace_cache import (
@@ -89,7 +89,7 @@ from .errors import (
     LazyInitError,
 )
 
-__all__ = ["trace", "trace_call"]
+__all__ = ["trace", "trace_call", "needs_sample", "no_sample"]
 
 _CONCRETIZATION = (
     jax.errors.ConcretizationTypeError,
@@ -181,6 +181,44 @@ def _call_specs(layer: Any, args: tuple, kwargs: dict) -> Any:
     return layer.specs(*args, **kwargs)
 
 
+def needs_sample(
+    layer: Any,
+    path: Path = (),
+    *,
+    why: str = "",
+    example: str = "li.dry_run(model, key, x)",
+    got: str = "",
+) -> InferShapeError:
+    """The error of every function that needs a sample input and got none, in one wording:
+    the layer, why the function needs one (if it says), and the call to write instead."""
+    where = f"{type(layer).__name__} at {_paths.join(path)!r}"
+    return InferShapeError(
+        f"{where} needs a sample input and got none{f' (only {got})' if got else ''}"
+        f"{f': {why}' if why else ''}. Pass a sample as for li.dry_run: {example}."
+    )
+
+
+def no_sample(args: tuple, kwargs: dict) -> bool:
+    """No input to trace on: no positional argument and no array among the keywords."""
+    return not args and not any(is_array(l) for l in jax.tree.leaves(kwargs))
+
+
+def _hint_layout(
+    error: InferShapeError, layer: Any, path: Path, args: tuple, sub: Recorder
+) -> InferShapeError:
+    """``error``, told that the sample may be channels-first if ``layer`` or a call completed
+    under it before the failure read a channels-first-looking input as channels-last
+    (:mod:`lazyinit._channels`). Called at every level the error crosses: an outer level's
+    calls came first, so its hint replaces an inner one's and the earliest misread is named."""
+    seen = [(layer, path, args), *((c.layer, c.path, c.inputs[0]) for c in sub.calls)]
+    hint = next((h for h in (_channels.hint(*s) for s in seen) if h), "")
+    if hint:
+        plain = getattr(error, "without_layout_hint", error.args[0])
+        error.without_layout_hint = plain  # type: ignore[attr-defined]
+        error.args = (f"{plain} {hint}", *error.args[1:])
+    return error
+
+
 def trace_call(layer: Any, call: Any, node: ParamsStandIn, args: tuple, kwargs: dict) -> Any:
     """Runs ``layer`` under a dry run at ``node``'s path, or reuses a cached trace of it."""
     rec, rel = node._rec, node._rel
@@ -200,10 +238,14 @@ def trace_call(layer: Any, call: Any, node: ParamsStandIn, args: tuple, kwargs: 
         out = call(layer, ParamsStandIn(sub, ()), *args, **kwargs)
     except InferShapeError as e:
         if getattr(e, "layer_path", None) is not None:
+            _hint_layout(e, layer, path, args, sub)  # located below: a hint may still apply
             raise
-        located = InferShapeError(f"{where}: {e}")
+        if not path and no_sample(args, kwargs):  # the root, called without inputs
+            located = needs_sample(layer, path, got=_shapes(args, kwargs))
+        else:
+            located = InferShapeError(f"{where}: {e}")
         located.layer_path = path
-        raise located from e
+        raise _hint_layout(located, layer, path, args, sub) from e
     except LazyInitError:
         raise
     except _CONCRETIZATION as e:
@@ -212,9 +254,11 @@ def trace_call(layer: Any, call: Any, node: ParamsStandIn, args: tuple, kwargs: 
             "shapes may depend only on input shapes and dtypes (and static arguments)."
         )
         located.layer_path = path  # so that enclosing layers do not wrap it again
-        raise located from e
+        raise _hint_layout(located, layer, path, args, sub) from e
     except Exception as e:
-        if "lazyinit_params_stand_in" in str(e):  # jax.vmap over params and inputs together
+        if not path and no_sample(args, kwargs) and isinstance(e, TypeError):
+            located = needs_sample(layer, path, got=_shapes(args, kwargs))
+        elif "lazyinit_params_stand_in" in str(e):  # jax.vmap over params and inputs together
             located = InferShapeError(
                 f"{where}: params were mapped over a leading axis (jax.vmap over params) "
                 "together with the inputs, but no layer declares that axis: specs describe one "
@@ -227,7 +271,7 @@ def trace_call(layer: Any, call: Any, node: ParamsStandIn, args: tuple, kwargs: 
                 f"{type(e).__name__}: {e}"
             )
         located.layer_path = path
-        raise located from e
+        raise _hint_layout(located, layer, path, args, sub) from e
     outputs = jax.tree.map(lambda o: aval(o) if is_array(o) else o, out)
     sub.calls.insert(
         0,

@@ -144,7 +144,12 @@ class _NnxInit:
 
 class DeclaredVariables(Layer):
     """The variables of one wrapped (flax linen or nnx) submodule, declared where the dry run
-    indexes them: how a foreign module's variables become lazyinit params at their paths."""
+    indexes them: how a foreign module's variables become lazyinit params at their paths.
+
+    The wrapper's inner machinery, not a layer a user wrote: ``li.summary`` and
+    ``li.describe`` show its variables on the wrapper (``summary_internal``)."""
+
+    summary_internal: ClassVar[bool] = True
 
     variables: tuple[tuple[str, Param], ...]
 

@@ -36,6 +36,7 @@ from ._repeat import stack_layers as stack_layers
 from ._repeat import unstack_layers as unstack_layers
 from ._reshape import Flatten as Flatten
 from ._sequential import Sequential as Sequential
+from ._switch import channels_first as channels_first
 
 LAYERS = (
     "Linear",
@@ -65,6 +66,7 @@ __all__ = [
     *LAYERS,
     "compute_in",
     "mixed_precision",
+    "channels_first",
     "stack_layers",
     "unstack_layers",
     "lsuv",

@@ -29,7 +29,7 @@ def expect_min_rank(layer: Any, x: Any, rank: int, what: str) -> None:
 
 _LAYOUT_HINT = (
     "lazyinit layers are channels-last, (N, ..., C), by default; for PyTorch's (N, C, ...) "
-    "layout pass channels_first=True."
+    "layout pass channels_first=True (li.channels_first(model) sets it on every layer)."
 )
 
 

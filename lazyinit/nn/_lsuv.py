@@ -34,7 +34,7 @@ from .._layer import watch_calls
 from .._recorder import Trace
 from .._reinit import select
 from .._trace_cache import is_abstract
-from .._tracer import trace
+from .._tracer import needs_sample, no_sample, trace
 from .._typing import Params, Path
 from ..errors import InvalidArgumentError, RescaleLayerError, UninitializedParamError
 from ._batch_norm import BatchNorm, InstanceNorm
@@ -146,7 +146,8 @@ def lsuv(
 
     Raises:
       UninitializedParamError: ``params`` holds placeholders or ``ShapeDtypeStruct``s.
-      InvalidArgumentError: a pattern of ``paths`` matches no layer.
+      InferShapeError: no batch.
+      InvalidArgumentError: an abstract batch, or a pattern of ``paths`` matching no layer.
       RescaleLayerError: a layer's output is constant on the batch, or does
         not reach the target within ``max_iters`` rescalings.
 
@@ -159,7 +160,13 @@ def lsuv(
         1.0
     """
     flat = _refuse_holes(params, "li.lsuv")
-    if (not batch and not kw) or is_abstract((batch, kw)):
+    if no_sample(batch, kw):
+        raise needs_sample(
+            model,
+            why="li.lsuv rescales each layer for its output's variance on a batch of data",
+            example="li.lsuv(model, params, x)",
+        )
+    if is_abstract((batch, kw)):
         raise InvalidArgumentError(
             "li.lsuv needs a batch of data (arrays, not jax.ShapeDtypeStruct): "
             "li.lsuv(model, params, x)."
@@ -211,7 +218,8 @@ def warmup_stats(model: Any, params: Params, /, batches: Iterable[Any], **kw: An
 
     Raises:
       UninitializedParamError: ``params`` holds placeholders or ``ShapeDtypeStruct``s.
-      InvalidArgumentError: no batch, or a model without running statistics.
+      InferShapeError: no batch.
+      InvalidArgumentError: an abstract batch, or a model without running statistics.
 
     Examples:
         >>> import jax, jax.numpy as jnp, lazyinit as li
@@ -226,9 +234,16 @@ def warmup_stats(model: Any, params: Params, /, batches: Iterable[Any], **kw: An
     """
     flat = _refuse_holes(params, "li.warmup_stats")
     batches = [b if isinstance(b, tuple) else (b,) for b in batches]
-    if not batches or is_abstract(batches):
+    if not batches:
+        raise needs_sample(
+            model,
+            why="li.warmup_stats averages the statistics of at least one batch of data",
+            example="li.warmup_stats(model, params, [x1, x2, ...])",
+        )
+    if is_abstract(batches):
         raise InvalidArgumentError(
-            "li.warmup_stats needs at least one batch of data (arrays, not jax.ShapeDtypeStruct)."
+            "li.warmup_stats needs batches of data (arrays, not jax.ShapeDtypeStruct): it "
+            "averages statistics of their values."
         )
     t = trace(model, *batches[0], **kw)
     layers = {

@@ -7,15 +7,15 @@ weights for the optimizer. A built-in layer's ``compute_dtype`` (flax's
 parameters are cast to it for the call, so the matmuls run in bfloat16 while
 the gradients reach the float32 parameters through the cast.
 
-:func:`mixed_precision` sets ``compute_dtype`` on every built-in layer of a
-model at once: the one-line policy "float32 params, bfloat16 compute". Cast
-the model's output to float32 before the loss (``logits.astype(jnp.float32)``)
-so that the softmax and the loss are computed in full precision.
+:func:`mixed_precision` sets ``compute_dtype`` on every layer of a model that
+has it, at once (the walk that ``li.channels_first`` shares): the one-line
+policy "float32 params, bfloat16 compute". Cast the model's output to float32
+before the loss (``logits.astype(jnp.float32)``) so that the softmax and the
+loss are computed in full precision.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
@@ -24,6 +24,7 @@ import numpy as np
 
 from .._recorder import cast_reads, is_tracing
 from ..errors import InvalidArgumentError
+from ._switch import set_everywhere
 
 __all__ = ["compute_in", "mixed_precision"]
 
@@ -48,22 +49,6 @@ def compute_in(dtype: Any, params: Any, *inputs: Any) -> tuple[Any, ...]:
     elif params is not None:
         params = jax.tree.map(lambda a: _cast(dtype, a), params)
     return (params, *(jax.tree.map(lambda a: _cast(dtype, a), x) for x in inputs))
-
-
-def _rewrite(value: Any, dtype: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return type(value)(_rewrite(v, dtype) for v in value)
-    if not dataclasses.is_dataclass(value) or isinstance(value, type):
-        return value
-    changes = {
-        f.name: _rewrite(getattr(value, f.name), dtype)
-        for f in dataclasses.fields(value)
-        if f.name != "compute_dtype"
-    }
-    changes = {k: v for k, v in changes.items() if v is not getattr(value, k)}
-    if any(f.name == "compute_dtype" for f in dataclasses.fields(value)):
-        changes["compute_dtype"] = dtype
-    return dataclasses.replace(value, **changes) if changes else value
 
 
 def mixed_precision(model: Any, compute_dtype: Any = "bfloat16") -> Any:
@@ -92,4 +77,4 @@ def mixed_precision(model: Any, compute_dtype: Any = "bfloat16") -> Any:
             f"mixed_precision: compute_dtype={dtype.name} is not a floating-point dtype. Pass "
             "'bfloat16', 'float16' or 'float32'."
         )
-    return _rewrite(model, dtype)
+    return set_everywhere(model, "compute_dtype", dtype)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import lazyinit as li
 
-ACTIVATIONS = [li.nn.relu, li.nn.tanh, li.nn.gelu]
+ACTIVATIONS = [li.nn.relu, li.nn.tanh, li.nn.gelu_tanh]
 
 
 @st.composite

@@ -7,7 +7,7 @@ import pytest
 
 import lazyinit as li
 
-BLOCK = li.Residual([li.LayerNorm(), li.Linear(8), li.nn.gelu, li.Linear(4)])
+BLOCK = li.Residual([li.LayerNorm(), li.Linear(8), li.nn.gelu_tanh, li.Linear(4)])
 X = jnp.linspace(-2.0, 2.0, 24).reshape(6, 4)
 
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(
     reason="needs 8 devices: test_sharding_repeat.py runs this file with XLA_FLAGS set",
 )
 
-BLOCK = li.Residual([li.LayerNorm(), li.Linear(16), li.nn.gelu, li.Linear(8)])
+BLOCK = li.Residual([li.LayerNorm(), li.Linear(16), li.nn.gelu_tanh, li.Linear(8)])
 X = jnp.ones((4, 8))
 RULES = {"layers": "stage", "embed": "fsdp", "mlp": None}
 

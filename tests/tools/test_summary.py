@@ -240,6 +240,23 @@ def test_describe_names_channels_of_channels_first_layers():
     assert text.startswith("Conv(in_channels=3, out_channels=4")
 
 
+def test_describe_points_at_a_channels_first_sample_read_as_channels_last():
+    """The trace succeeds (32 channels taken from the width), so nothing else would say so."""
+    cnn = li.Sequential([li.Conv(16, 3, padding=1), li.BatchNorm(), li.GlobalAvgPool()])
+    x = jax.ShapeDtypeStruct((2, 3, 32, 32), jnp.float32)
+    assert li.describe(cnn, x) == (
+        "Sequential(\n"
+        "  (0): Conv(in_channels=32, out_channels=16, kernel_size=3, padding=1)  # 32 channels "
+        "from the last axis of (2, 3, 32, 32): a channels-first sample? li.channels_first(model)\n"
+        "  (1): BatchNorm(num_features=16)\n"
+        "  (2): GlobalAvgPool()\n"
+        ")"
+    )
+    assert "channels-first sample?" not in li.describe(li.channels_first(cnn), x)
+    last = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+    assert "channels-first sample?" not in li.describe(cnn, last)
+
+
 def test_treescope_renders_placeholders_by_their_repr():
     treescope = pytest.importorskip("treescope")
     lazy = li.lazy_state(Block())
@@ -266,3 +283,82 @@ def test_summary_of_a_7b_parameter_stack_of_core_layers_allocates_nothing():
     assert [a for a in jax.live_arrays() if id(a) not in before] == []
     assert s.total_params == 80 * (4096 * 11008 + 11008 + 11008 * 4096 + 4096)
     assert s.total_params > 7e9 and s.total_bytes == 4 * s.total_params
+
+
+# ---------------------------------------------------------------------------
+# Wrapped flax and nnx modules: one row each, their variables listed on it.
+
+
+def _wrapped(kind):
+    """A model holding a wrapped module of two dense layers, in flax.linen or in flax.nnx."""
+    from lazyinit.interop.flax import FlaxModule, NnxModule
+
+    if kind == "flax":
+        import flax.linen as fnn
+
+        class Two(fnn.Module):
+            @fnn.compact
+            def __call__(self, x):
+                h = fnn.relu(fnn.Dense(4)(x))
+                return fnn.Dense(2)(h)
+
+        return li.Sequential([FlaxModule(Two()), li.Linear(1)])
+    from flax import nnx
+
+    def two(rngs, x):
+        return nnx.Sequential(
+            nnx.Linear(x.shape[-1], 4, rngs=rngs), nnx.relu, nnx.Linear(4, 2, rngs=rngs)
+        )
+
+    return li.Sequential([NnxModule(two), li.Linear(1)])
+
+
+LISTED = {
+    "flax": [
+        "params/Dense_0/bias: float32[4]",
+        "params/Dense_0/kernel: float32[5,4]",
+        "params/Dense_1/bias: float32[2]",
+        "params/Dense_1/kernel: float32[4,2]",
+    ],
+    "nnx": [
+        "layers/0/bias: float32[4]",
+        "layers/0/kernel: float32[5,4]",
+        "layers/2/bias: float32[2]",
+        "layers/2/kernel: float32[4,2]",
+    ],
+}
+
+
+@pytest.mark.parametrize("kind", ["flax", "nnx"])
+def test_a_wrapped_module_is_one_row_with_its_variables_listed_on_it(kind, key):
+    model = _wrapped(kind)
+    s = li.summary(model, X)
+    wrapper = {"flax": "FlaxModule", "nnx": "NnxModule"}[kind]
+    assert [("/".join(r.path), type(r.layer).__name__) for r in s.rows] == [
+        ("", "Sequential"),
+        ("0", wrapper),
+        ("1", "Linear"),
+    ]
+    row = s.rows[1]
+    assert row.count == 5 * 4 + 4 + 4 * 2 + 2 and row.below == 0
+    assert s.total_params == row.count + 2 + 1
+    assert s.total_params == sum(sizes(li.dry_run(model, key, jnp.ones((8, 5)))))
+    text = str(s)
+    assert all(line in text for line in LISTED[kind])
+    assert "DeclaredVariables" not in text
+    rolled = li.summary(model, X, depth=0)
+    assert rolled.rows[0].count == s.total_params and rolled.rows[0].below == 6
+    described = li.describe(model, X)
+    assert "DeclaredVariables" not in described
+    assert ", ".join(LISTED[kind]) in described
+
+
+def test_a_wrapped_module_at_the_root_shares_no_row_with_its_variables():
+    """nnx.Linear's variables are declared at the wrapper's own path: still one row."""
+    from flax import nnx
+
+    from lazyinit.interop.flax import NnxModule
+
+    s = li.summary(NnxModule(lambda rngs, x: nnx.Linear(x.shape[-1], 4, rngs=rngs)), X)
+    assert [(r.path, r.shared, r.count) for r in s.rows] == [((), False, 24)]
+    assert "shares the params above" not in str(s)
