@@ -300,7 +300,6 @@ def test_multi_head_attention(bias, mask_kind, kv_dims):
     assert_close(layer(expected, q, k, v, mask=mask), want.detach().numpy())
 
 
-
 def _rotary_torch(x, base=10000.0):
     """Hugging Face LLaMA's rotary embedding of (b, heads, l, d): rotate_half pairs j, j + d/2."""
     half = x.shape[-1] // 2
@@ -342,6 +341,7 @@ def test_num_kv_heads_by_default_keeps_the_params_and_values_of_plain_attention(
     a, b = (li.dry_run(m, jax.random.key(0), x) for m in (plain, same))
     assert jax.tree.all(jax.tree.map(lambda u, w: bool(jnp.array_equal(u, w)), a, b))
     assert np.array_equal(plain(a, x), same(b, x))
+
 
 @pytest.mark.parametrize(
     "window,stride,padding", [(2, None, 0), (3, 2, 1), ((2, 3), (1, 2), (1, 1)), (3, 1, 0)]
