@@ -1,0 +1,135 @@
+"""The reference ports of examples/ports/ against the real models (tiny configs, random
+weights, nothing downloaded): outputs within 1e-5 in float32, an export that loads with
+``load_state_dict(strict=True)``, the seed flow without a sample, ``compare`` naming the
+first wrong layer of a broken port, and the mapping line counts that docs/porting.md quotes."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Callable
+from typing import Any
+
+import hf_models
+import jax
+import numpy as np
+import pytest
+import torch
+
+import lazyinit as li
+from examples.ports import gpt2
+from lazyinit.interop.torch import compare, from_torch_state_dict, to_torch_state_dict
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One port: its module, the torch model it ports, and the sample both are called on."""
+
+    port: Any
+    config: Callable[[], Any]
+    torch_model: Callable[..., Any]
+    sample: tuple
+
+    def model(self) -> Any:
+        return self.port.from_config(self.config())
+
+
+CASES = {
+    "gpt2": Case(gpt2, hf_models.gpt2_config, hf_models.gpt2, (hf_models.IDS,)),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def case(request):
+    """A port and its torch model, built once per module."""
+    c = CASES[request.param]
+    return c, c.torch_model()
+
+
+def _same_tree(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        assert x.dtype == y.dtype and np.array_equal(x, y)
+
+
+def test_the_port_equals_the_torch_model_within_1e5(case):
+    c, torch_model = case
+    model = c.model()
+    params, report = from_torch_state_dict(model, torch_model, *c.sample)
+    assert report.missing == report.unexpected == ()
+    got, want = np.asarray(model(params, *c.sample)), hf_models.output(torch_model, *c.sample)
+    assert got.dtype == want.dtype == np.float32 and got.shape == want.shape
+    assert np.max(np.abs(got - want)) <= 1e-5
+
+
+def test_the_export_loads_into_the_torch_model_strictly(case):
+    c, torch_model = case
+    model = c.model()
+    params, _ = from_torch_state_dict(model, torch_model, *c.sample)
+    state = to_torch_state_dict(model, params, *c.sample, module=torch_model)
+    fresh = c.torch_model(seed=1)  # other weights, the same architecture
+    fresh.load_state_dict(state, strict=True)
+    for key, value in torch_model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+
+
+def test_the_seed_flow_without_a_sample_keeps_the_state_bit_for_bit(case):
+    """The full state into the lazy model, its structure derived without a sample, then a dry
+    run that checks and keeps every entry."""
+    c, torch_model = case
+    model = c.model()
+    params, report = from_torch_state_dict(model, torch_model)  # no sample
+    assert report.missing == report.unexpected == ()
+    kept = li.dry_run(model, jax.random.key(0), *c.sample, state=params)
+    _same_tree(kept, params)
+    assert np.max(np.abs(model(kept, *c.sample) - hf_models.output(torch_model, *c.sample))) <= 1e-5
+
+
+def test_compare_finds_every_layer_of_a_faithful_port_within_tolerance(case):
+    c, torch_model = case
+    model = c.model()
+    params, _ = from_torch_state_dict(model, torch_model, *c.sample)
+    report = compare(model, params, torch_model, *c.sample)
+    assert report.ok and report.first is None, str(report)
+    assert report.rows[-1].path == report.rows[-1].torch_path == "<root>"
+    assert len(report.rows) > 10  # layer by layer, not the logits only
+
+
+# ---------------------------------------------------------------------------
+# compare names the first wrong layer of a deliberately broken port, on both sides.
+
+
+def test_compare_names_swapped_query_and_key_in_gpt2():
+    torch_model = hf_models.gpt2()
+    model = gpt2.from_config(hf_models.gpt2_config())
+    params, _ = from_torch_state_dict(model, torch_model, hf_models.IDS)
+    attn = params["transformer"]["h"]["attn"]
+    swapped = {**attn, "query": attn["key"], "key": attn["query"]}
+    h = {**params["transformer"]["h"], "attn": swapped}
+    params = {**params, "transformer": {**params["transformer"], "h": h}}
+    report = compare(model, params, torch_model, hf_models.IDS)
+    first = report.first
+    assert (first.path, first.torch_path) == ("transformer/h/0/attn", "transformer.h.0.attn")
+    assert (first.layer, first.module) == ("MultiHeadAttention", "GPT2Attention")
+    assert all(r.within for r in report.rows[: report.rows.index(first)])  # wte, wpe, ln_1
+
+
+def test_compare_names_a_transposed_square_conv1d_in_gpt2():
+    """A bare state dict with square MLP weights loads them either way; undeclared, they are
+    taken as nn.Linear's and come in transposed."""
+    torch_model = hf_models.gpt2(inner=hf_models.WIDTH)
+    model = gpt2.from_config(hf_models.gpt2_config(inner=hf_models.WIDTH))
+    layouts = {"transformer/h/attn": "GPT2Attention"}  # the MLP's Conv1D layout not declared
+    ties = {"lm_head.weight": "transformer.wte.weight"}
+    state = torch_model.state_dict()
+    params, _ = from_torch_state_dict(model, state, hf_models.IDS, layouts=layouts, ties=ties)
+    report = compare(model, params, torch_model, hf_models.IDS)
+    first = report.first
+    assert (first.path, first.torch_path) == (
+        "transformer/h/0/mlp/c_fc",
+        "transformer.h.0.mlp.c_fc",
+    )
+    assert (first.layer, first.module) == ("Linear", "Conv1D")
+    assert "the first beyond rtol=0.0001, atol=1e-05 is 'transformer/h/0/mlp/c_fc'" in str(report)
