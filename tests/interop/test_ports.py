@@ -5,6 +5,7 @@ first wrong layer of a broken port, and the mapping line counts that docs/portin
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import pathlib
 from collections.abc import Callable
@@ -17,7 +18,7 @@ import pytest
 import torch
 
 import lazyinit as li
-from examples.ports import gpt2
+from examples.ports import bert, gpt2
 from lazyinit.interop.torch import compare, from_torch_state_dict, to_torch_state_dict
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -38,7 +39,13 @@ class Case:
 
 CASES = {
     "gpt2": Case(gpt2, hf_models.gpt2_config, hf_models.gpt2, (hf_models.IDS,)),
+    "bert": Case(bert, hf_models.bert_config, hf_models.bert, (hf_models.IDS,)),
 }
+
+
+def _first(out):
+    """The logits or last hidden state: BERT returns (last_hidden_state, pooler_output)."""
+    return np.asarray(out[0] if isinstance(out, tuple) else out)
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -59,7 +66,7 @@ def test_the_port_equals_the_torch_model_within_1e5(case):
     model = c.model()
     params, report = from_torch_state_dict(model, torch_model, *c.sample)
     assert report.missing == report.unexpected == ()
-    got, want = np.asarray(model(params, *c.sample)), hf_models.output(torch_model, *c.sample)
+    got, want = _first(model(params, *c.sample)), hf_models.output(torch_model, *c.sample)
     assert got.dtype == want.dtype == np.float32 and got.shape == want.shape
     assert np.max(np.abs(got - want)) <= 1e-5
 
@@ -84,7 +91,8 @@ def test_the_seed_flow_without_a_sample_keeps_the_state_bit_for_bit(case):
     assert report.missing == report.unexpected == ()
     kept = li.dry_run(model, jax.random.key(0), *c.sample, state=params)
     _same_tree(kept, params)
-    assert np.max(np.abs(model(kept, *c.sample) - hf_models.output(torch_model, *c.sample))) <= 1e-5
+    got = _first(model(kept, *c.sample))
+    assert np.max(np.abs(got - hf_models.output(torch_model, *c.sample))) <= 1e-5
 
 
 def test_compare_finds_every_layer_of_a_faithful_port_within_tolerance(case):
@@ -133,3 +141,29 @@ def test_compare_names_a_transposed_square_conv1d_in_gpt2():
     )
     assert (first.layer, first.module) == ("Linear", "Conv1D")
     assert "the first beyond rtol=0.0001, atol=1e-05 is 'transformer/h/0/mlp/c_fc'" in str(report)
+
+
+def test_bert_pooler_output_equals_torch():
+    torch_model = hf_models.bert()
+    model = bert.from_config(hf_models.bert_config())
+    params, _ = from_torch_state_dict(model, torch_model, hf_models.IDS)
+    with torch.no_grad():
+        want = torch_model(torch.from_numpy(np.asarray(hf_models.IDS, np.int64))).pooler_output
+    assert np.max(np.abs(model(params, hf_models.IDS)[1] - want.numpy())) <= 1e-5
+
+
+def test_compare_names_tanh_gelu_in_bert():
+    """Hugging Face's "gelu" is exact; a port with the tanh approximation is off by ~1e-4."""
+    torch_model = hf_models.bert()
+    config = copy.deepcopy(hf_models.bert_config())
+    config.hidden_act = "gelu_new"  # the port's activation only: li.nn.gelu_tanh
+    model = bert.from_config(config)
+    params, _ = from_torch_state_dict(model, torch_model, hf_models.IDS)
+    report = compare(model, params, torch_model, hf_models.IDS)
+    first = report.first
+    assert (first.path, first.torch_path) == (
+        "encoder/layer/0/intermediate/intermediate_act_fn",
+        "encoder.layer.0.intermediate.intermediate_act_fn",
+    )
+    assert (first.layer, first.module) == ("Act", "GELUActivation")
+    assert all(r.within for r in report.rows[: report.rows.index(first)])  # dense before it
