@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import lazyinit as li
-from examples.ports import bert, gpt2
+from examples.ports import bert, gpt2, llama
 from lazyinit.interop.torch import compare, from_torch_state_dict, to_torch_state_dict
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -40,6 +40,7 @@ class Case:
 CASES = {
     "gpt2": Case(gpt2, hf_models.gpt2_config, hf_models.gpt2, (hf_models.IDS,)),
     "bert": Case(bert, hf_models.bert_config, hf_models.bert, (hf_models.IDS,)),
+    "llama": Case(llama, hf_models.llama_config, hf_models.llama, (hf_models.IDS,)),
 }
 
 
