@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import lazyinit as li
-from examples.ports import bert, gpt2, llama
+from examples.ports import bert, gpt2, llama, vit
 from lazyinit.interop.torch import compare, from_torch_state_dict, to_torch_state_dict
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -41,6 +41,7 @@ CASES = {
     "gpt2": Case(gpt2, hf_models.gpt2_config, hf_models.gpt2, (hf_models.IDS,)),
     "bert": Case(bert, hf_models.bert_config, hf_models.bert, (hf_models.IDS,)),
     "llama": Case(llama, hf_models.llama_config, hf_models.llama, (hf_models.IDS,)),
+    "vit": Case(vit, hf_models.vit_config, hf_models.vit, (hf_models.PIXELS,)),
 }
 
 
