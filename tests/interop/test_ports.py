@@ -18,36 +18,99 @@ import pytest
 import torch
 
 import lazyinit as li
-from examples.ports import bert, gpt2, llama, vit
+from examples.ports import bert, gpt2, llama, resnet, vit
 from lazyinit.interop.torch import compare, from_torch_state_dict, to_torch_state_dict
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
+# ---------------------------------------------------------------------------
+# A ResNet written in torch as torchvision writes it (torchvision's CPU wheel does not import
+# beside CPU torch here): BasicBlocks, in-place ReLU and residual sums, a downsample branch.
+
+
+class TorchBasicBlock(torch.nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(cout)
+        self.relu = torch.nn.ReLU(inplace=True)
+        self.conv2 = torch.nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = torch.nn.Sequential(
+                torch.nn.Conv2d(cin, cout, 1, stride, bias=False), torch.nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += x if self.downsample is None else self.downsample(x)
+        return self.relu(out)
+
+
+class TorchResNet(torch.nn.Module):
+    def __init__(self, widths=(8, 16), num_classes=5):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, widths[0], 7, 2, 3, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(widths[0])
+        self.relu = torch.nn.ReLU(inplace=True)
+        self.maxpool = torch.nn.MaxPool2d(3, 2, 1)
+        self.layer1 = torch.nn.Sequential(TorchBasicBlock(widths[0], widths[0], 1))
+        self.layer2 = torch.nn.Sequential(TorchBasicBlock(widths[0], widths[1], 2))
+        self.avgpool = torch.nn.AdaptiveAvgPool2d(1)
+        self.fc = torch.nn.Linear(widths[1], num_classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer2(self.layer1(x))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+IMAGES = np.asarray(np.random.default_rng(1).normal(size=(2, 3, 16, 16)), np.float32)
+
+
+def torch_resnet(seed: int = 0) -> TorchResNet:
+    """Trained for two batches (running statistics moved, num_batches_tracked 2), then eval."""
+    torch.manual_seed(seed)
+    model = hf_models.perturbed(TorchResNet(), seed).train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(4, 3, 16, 16) + 0.5)
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------
+# The five ports.
+
+
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """One port: its module, the torch model it ports, and the sample both are called on."""
+    """One port: how to build it, the torch model it ports, and the sample both are called on."""
 
-    port: Any
-    config: Callable[[], Any]
+    model: Callable[[], Any]
     torch_model: Callable[..., Any]
     sample: tuple
 
-    def model(self) -> Any:
-        return self.port.from_config(self.config())
-
 
 CASES = {
-    "gpt2": Case(gpt2, hf_models.gpt2_config, hf_models.gpt2, (hf_models.IDS,)),
-    "bert": Case(bert, hf_models.bert_config, hf_models.bert, (hf_models.IDS,)),
-    "llama": Case(llama, hf_models.llama_config, hf_models.llama, (hf_models.IDS,)),
-    "vit": Case(vit, hf_models.vit_config, hf_models.vit, (hf_models.PIXELS,)),
+    "gpt2": Case(
+        lambda: gpt2.from_config(hf_models.gpt2_config()), hf_models.gpt2, (hf_models.IDS,)
+    ),
+    "bert": Case(
+        lambda: bert.from_config(hf_models.bert_config()), hf_models.bert, (hf_models.IDS,)
+    ),
+    "llama": Case(
+        lambda: llama.from_config(hf_models.llama_config()), hf_models.llama, (hf_models.IDS,)
+    ),
+    "vit": Case(
+        lambda: vit.from_config(hf_models.vit_config()), hf_models.vit, (hf_models.PIXELS,)
+    ),
+    "resnet": Case(
+        lambda: resnet.resnet(widths=(8, 16), blocks=(1, 1), num_classes=5), torch_resnet, (IMAGES,)
+    ),
 }
-
-
-def _first(out):
-    """The logits or last hidden state: BERT returns (last_hidden_state, pooler_output)."""
-    return np.asarray(out[0] if isinstance(out, tuple) else out)
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -55,6 +118,11 @@ def case(request):
     """A port and its torch model, built once per module."""
     c = CASES[request.param]
     return c, c.torch_model()
+
+
+def _first(out):
+    """The logits or last hidden state: BERT returns (last_hidden_state, pooler_output)."""
+    return np.asarray(out[0] if isinstance(out, tuple) else out)
 
 
 def _same_tree(a, b):
