@@ -6,14 +6,7 @@ The self-attention is written as Hugging Face's is, from three ``nn.Linear`` pro
 (``query``, ``key``, ``value``) whose output projection is ``attention.output.dense``: every
 layer then has its torch module's name and layout, and nothing needs a rule.
 
-Examples:
-    >>> import jax, jax.numpy as jnp, transformers, lazyinit as li
-    >>> from examples.ports import bert
-    >>> config = transformers.BertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-    ...                                  intermediate_size=32, vocab_size=50)
-    >>> params = li.dry_run(bert.from_config(config), jax.random.key(0), jnp.zeros((1, 4), int))
-    >>> params["encoder"]["layer"]["attention"]["self"]["query"]["kernel"].shape
-    (2, 16, 16)
+``tests/interop/test_ports.py`` checks it against the real model; ``docs/porting.md`` walks a port.
 """
 
 from __future__ import annotations

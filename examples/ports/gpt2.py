@@ -6,13 +6,7 @@ The attention's q/k/v are packed in one ``c_attn``, and ``lm_head`` is tied to
 ``transformer.wte``: here the head *is* ``wte`` attended, and the tie is found from the
 module's shared storage (import checks the copies are equal; export writes both names).
 
-Examples:
-    >>> import jax, jax.numpy as jnp, transformers, lazyinit as li
-    >>> from examples.ports import gpt2
-    >>> config = transformers.GPT2Config(n_embd=16, n_layer=2, n_head=2, vocab_size=50)
-    >>> params = li.dry_run(gpt2.from_config(config), jax.random.key(0), jnp.zeros((1, 4), int))
-    >>> params["transformer"]["h"]["attn"]["query"]["kernel"].shape   # 2 layers, stacked
-    (2, 16, 2, 8)
+``tests/interop/test_ports.py`` checks it against the real model; ``docs/porting.md`` walks a port.
 """
 
 from __future__ import annotations

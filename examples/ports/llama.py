@@ -6,15 +6,7 @@ grouped-query attention (``num_kv_heads``: each key/value head serves a group of
 heads), no biases, and an output head apart from the embedding. Only the default rotary
 embedding (``rope_type='default'``) is ported.
 
-Examples:
-    >>> import jax, jax.numpy as jnp, transformers, lazyinit as li
-    >>> from examples.ports import llama
-    >>> config = transformers.LlamaConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
-    ...                                   num_key_value_heads=2, intermediate_size=32, vocab_size=50)
-    >>> params = li.dry_run(llama.from_config(config), jax.random.key(0), jnp.zeros((1, 4), int))
-    >>> attn = params["model"]["layers"]["self_attn"]
-    >>> attn["query"]["kernel"].shape, attn["key"]["kernel"].shape   # 2 layers, stacked
-    ((2, 16, 4, 4), (2, 16, 2, 4))
+``tests/interop/test_ports.py`` checks it against the real model; ``docs/porting.md`` walks a port.
 """
 
 from __future__ import annotations

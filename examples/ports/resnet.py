@@ -7,13 +7,7 @@ takes PyTorch's ``(N, C, H, W)`` images: :func:`lazyinit.channels_first` makes e
 ``train=True`` (with ``li.apply(..., mutable=True)``) normalizes with the batch's statistics
 and updates the running ones and ``count`` (PyTorch's ``num_batches_tracked``).
 
-Examples:
-    >>> import jax, jax.numpy as jnp, lazyinit as li
-    >>> from examples.ports import resnet
-    >>> model = resnet.resnet(widths=(8, 16), num_classes=5)
-    >>> params = li.dry_run(model, jax.random.key(0), jnp.zeros((1, 3, 16, 16)))
-    >>> params["layer2"]["0"]["downsample"]["0"]["kernel"].shape   # (kh, kw, in, out)
-    (1, 1, 8, 16)
+``tests/interop/test_ports.py`` checks it against the real model; ``docs/porting.md`` walks a port.
 """
 
 from __future__ import annotations

@@ -6,14 +6,7 @@ The model takes PyTorch's ``(N, C, H, W)`` pixels: :func:`lazyinit.channels_firs
 the patch convolution channels-first. Pre-LayerNorm blocks, exact GELU; the classifier
 reads the class token.
 
-Examples:
-    >>> import jax, jax.numpy as jnp, transformers, lazyinit as li
-    >>> from examples.ports import vit
-    >>> config = transformers.ViTConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-    ...                                 intermediate_size=32, image_size=8, patch_size=4)
-    >>> params = li.dry_run(vit.from_config(config), jax.random.key(0), jnp.zeros((1, 3, 8, 8)))
-    >>> params["vit"]["embeddings"]["position_embeddings"].shape   # 4 patches and the class token
-    (1, 5, 16)
+``tests/interop/test_ports.py`` checks it against the real model; ``docs/porting.md`` walks a port.
 """
 
 from __future__ import annotations

@@ -315,15 +315,17 @@ def compare(
     output is compared. Put both in evaluation mode first (``module.eval()``).
 
     Args:
-      model, params: the lazyinit model and its params.
+      model: the lazyinit model.
+      params: its params.
       module: the torch ``nn.Module`` it ports.
       *sample: the model's inputs; the torch module gets the same values as tensors
         (integers as int64), unless ``torch_sample`` (a tuple) gives its own (an
         NCHW image for a channels-last port: outputs channels-last are compared
         with the channel axis moved).
       rename: as for :func:`from_torch_state_dict`.
-      rtol, atol: a pair is within tolerance when every element is within
+      rtol: a pair is within tolerance when every element is within
         ``atol + rtol * |torch|``.
+      atol: see ``rtol``.
       **kwargs: call-time options of the lazyinit model.
 
     Returns:
@@ -338,8 +340,9 @@ def compare(
         >>> report = compare(model, params, torch_mlp, jnp.ones((2, 3)))
         >>> [(r.path, r.torch_path, r.within) for r in report.rows]
         [('0', '0', True), ('2', '2', True), ('<root>', '<root>', True)]
-        >>> report.first is None
-        True
+        Examples:
+            >>> report.first is None
+            True
     """
     if not callable(getattr(module, "named_modules", None)):
         raise InvalidArgumentError(

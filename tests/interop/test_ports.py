@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import pathlib
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -113,11 +115,28 @@ CASES = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(CASES))
-def case(request):
-    """A port and its torch model, built once per module."""
-    c = CASES[request.param]
-    return c, c.torch_model()
+@dataclasses.dataclass(frozen=True)
+class Ported:
+    case: Case
+    torch_model: Any
+    model: Any
+    params: Any  # imported from the torch module, traced on the sample
+
+
+@functools.cache
+def ported(name: str) -> Ported:
+    """Each port built, and its torch model's state imported, once per test session (nothing
+    here mutates either)."""
+    c = CASES[name]
+    torch_model, model = c.torch_model(), c.model()
+    params, report = from_torch_state_dict(model, torch_model, *c.sample)
+    assert report.missing == report.unexpected == ()
+    return Ported(c, torch_model, model, params)
+
+
+@pytest.fixture(params=sorted(CASES))
+def port(request):
+    return ported(request.param)
 
 
 def _first(out):
@@ -131,45 +150,37 @@ def _same_tree(a, b):
         assert x.dtype == y.dtype and np.array_equal(x, y)
 
 
-def test_the_port_equals_the_torch_model_within_1e5(case):
-    c, torch_model = case
-    model = c.model()
-    params, report = from_torch_state_dict(model, torch_model, *c.sample)
-    assert report.missing == report.unexpected == ()
-    got, want = _first(model(params, *c.sample)), hf_models.output(torch_model, *c.sample)
+def test_the_port_equals_the_torch_model_within_1e5(port):
+    sample = port.case.sample
+    got, want = (
+        _first(port.model(port.params, *sample)),
+        hf_models.output(port.torch_model, *sample),
+    )
     assert got.dtype == want.dtype == np.float32 and got.shape == want.shape
     assert np.max(np.abs(got - want)) <= 1e-5
 
 
-def test_the_export_loads_into_the_torch_model_strictly(case):
-    c, torch_model = case
-    model = c.model()
-    params, _ = from_torch_state_dict(model, torch_model, *c.sample)
-    state = to_torch_state_dict(model, params, *c.sample, module=torch_model)
-    fresh = c.torch_model(seed=1)  # other weights, the same architecture
+def test_the_export_loads_into_the_torch_model_strictly(port):
+    sample = port.case.sample
+    state = to_torch_state_dict(port.model, port.params, *sample, module=port.torch_model)
+    fresh = port.case.torch_model(seed=1)  # other weights, the same architecture
     fresh.load_state_dict(state, strict=True)
-    for key, value in torch_model.state_dict().items():
+    for key, value in port.torch_model.state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value), key
 
 
-def test_the_seed_flow_without_a_sample_keeps_the_state_bit_for_bit(case):
+def test_the_seed_flow_without_a_sample_keeps_the_state_bit_for_bit(port):
     """The full state into the lazy model, its structure derived without a sample, then a dry
     run that checks and keeps every entry."""
-    c, torch_model = case
-    model = c.model()
-    params, report = from_torch_state_dict(model, torch_model)  # no sample
+    params, report = from_torch_state_dict(port.model, port.torch_model)  # no sample
     assert report.missing == report.unexpected == ()
-    kept = li.dry_run(model, jax.random.key(0), *c.sample, state=params)
+    _same_tree(params, port.params)  # what an import traced on the sample gives
+    kept = li.dry_run(port.model, jax.random.key(0), *port.case.sample, state=params)
     _same_tree(kept, params)
-    got = _first(model(kept, *c.sample))
-    assert np.max(np.abs(got - hf_models.output(torch_model, *c.sample))) <= 1e-5
 
 
-def test_compare_finds_every_layer_of_a_faithful_port_within_tolerance(case):
-    c, torch_model = case
-    model = c.model()
-    params, _ = from_torch_state_dict(model, torch_model, *c.sample)
-    report = compare(model, params, torch_model, *c.sample)
+def test_compare_finds_every_layer_of_a_faithful_port_within_tolerance(port):
+    report = compare(port.model, port.params, port.torch_model, *port.case.sample)
     assert report.ok and report.first is None, str(report)
     assert report.rows[-1].path == report.rows[-1].torch_path == "<root>"
     assert len(report.rows) > 10  # layer by layer, not the logits only
@@ -180,9 +191,11 @@ def test_compare_finds_every_layer_of_a_faithful_port_within_tolerance(case):
 
 
 def test_compare_names_swapped_query_and_key_in_gpt2():
-    torch_model = hf_models.gpt2()
-    model = gpt2.from_config(hf_models.gpt2_config())
-    params, _ = from_torch_state_dict(model, torch_model, hf_models.IDS)
+    torch_model, model, params = (
+        ported("gpt2").torch_model,
+        ported("gpt2").model,
+        ported("gpt2").params,
+    )
     attn = params["transformer"]["h"]["attn"]
     swapped = {**attn, "query": attn["key"], "key": attn["query"]}
     h = {**params["transformer"]["h"], "attn": swapped}
@@ -214,9 +227,11 @@ def test_compare_names_a_transposed_square_conv1d_in_gpt2():
 
 
 def test_bert_pooler_output_equals_torch():
-    torch_model = hf_models.bert()
-    model = bert.from_config(hf_models.bert_config())
-    params, _ = from_torch_state_dict(model, torch_model, hf_models.IDS)
+    torch_model, model, params = (
+        ported("bert").torch_model,
+        ported("bert").model,
+        ported("bert").params,
+    )
     with torch.no_grad():
         want = torch_model(torch.from_numpy(np.asarray(hf_models.IDS, np.int64))).pooler_output
     assert np.max(np.abs(model(params, hf_models.IDS)[1] - want.numpy())) <= 1e-5
@@ -224,7 +239,7 @@ def test_bert_pooler_output_equals_torch():
 
 def test_compare_names_tanh_gelu_in_bert():
     """Hugging Face's "gelu" is exact; a port with the tanh approximation is off by ~1e-4."""
-    torch_model = hf_models.bert()
+    torch_model = ported("bert").torch_model
     config = copy.deepcopy(hf_models.bert_config())
     config.hidden_act = "gelu_new"  # the port's activation only: li.nn.gelu_tanh
     model = bert.from_config(config)
@@ -237,3 +252,45 @@ def test_compare_names_tanh_gelu_in_bert():
     )
     assert (first.layer, first.module) == ("Act", "GELUActivation")
     assert all(r.within for r in report.rows[: report.rows.index(first)])  # dense before it
+
+
+# ---------------------------------------------------------------------------
+# The mapping code of each port, counted where docs/porting.md quotes it.
+
+MARKERS = re.compile(r"^# --- mapping ---\n(.*?)^# --- end of mapping ---$", re.M | re.S)
+PORTS = ("gpt2", "bert", "llama", "vit", "resnet")
+
+
+def mapping_lines(name: str, root: pathlib.Path = ROOT) -> list[str]:
+    """The code lines between a port's mapping markers: blank and comment lines not counted."""
+    source = (root / "examples" / "ports" / f"{name}.py").read_text()
+    sections = MARKERS.findall(source)
+    assert len(sections) == 1, f"{name}.py needs one mapping section between the markers"
+    lines = [line.strip() for line in sections[0].splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def test_mapping_lines_are_counted_as_the_docs_quote_them():
+    table = re.findall(
+        r"^\| [^|]+ \| `examples/ports/(\w+)\.py` \|.*\| (\d+) \|$",
+        (ROOT / "docs" / "porting.md").read_text(),
+        re.M,
+    )
+    assert sorted(name for name, _ in table) == sorted(PORTS)
+    assert {name: int(n) for name, n in table} == {n: len(mapping_lines(n)) for n in PORTS}
+
+
+def test_no_port_transposes_or_renames_by_hand_and_gpt2_maps_in_5_lines_or_fewer():
+    assert len(mapping_lines("gpt2")) <= 5
+    for name in PORTS:
+        code = " ".join(mapping_lines(name))
+        assert not re.search(r"transpose|permute|\.T\b|rename", code), name
+
+
+def test_mapping_lines_counts_code_not_comments(tmp_path):
+    fake = tmp_path / "examples" / "ports"
+    fake.mkdir(parents=True)
+    (fake / "fake.py").write_text(
+        "x = 1\n# --- mapping ---\n# a comment\n\nregister(a)(\n    b\n)\n# --- end of mapping ---\n"
+    )
+    assert mapping_lines("fake", tmp_path) == ["register(a)(", "b", ")"]
