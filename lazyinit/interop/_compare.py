@@ -340,9 +340,8 @@ def compare(
         >>> report = compare(model, params, torch_mlp, jnp.ones((2, 3)))
         >>> [(r.path, r.torch_path, r.within) for r in report.rows]
         [('0', '0', True), ('2', '2', True), ('<root>', '<root>', True)]
-        Examples:
-            >>> report.first is None
-            True
+        >>> report.first is None
+        True
     """
     if not callable(getattr(module, "named_modules", None)):
         raise InvalidArgumentError(

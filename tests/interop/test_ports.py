@@ -191,11 +191,8 @@ def test_compare_finds_every_layer_of_a_faithful_port_within_tolerance(port):
 
 
 def test_compare_names_swapped_query_and_key_in_gpt2():
-    torch_model, model, params = (
-        ported("gpt2").torch_model,
-        ported("gpt2").model,
-        ported("gpt2").params,
-    )
+    p = ported("gpt2")
+    torch_model, model, params = p.torch_model, p.model, p.params
     attn = params["transformer"]["h"]["attn"]
     swapped = {**attn, "query": attn["key"], "key": attn["query"]}
     h = {**params["transformer"]["h"], "attn": swapped}
@@ -227,11 +224,8 @@ def test_compare_names_a_transposed_square_conv1d_in_gpt2():
 
 
 def test_bert_pooler_output_equals_torch():
-    torch_model, model, params = (
-        ported("bert").torch_model,
-        ported("bert").model,
-        ported("bert").params,
-    )
+    p = ported("bert")
+    torch_model, model, params = p.torch_model, p.model, p.params
     with torch.no_grad():
         want = torch_model(torch.from_numpy(np.asarray(hf_models.IDS, np.int64))).pooler_output
     assert np.max(np.abs(model(params, hf_models.IDS)[1] - want.numpy())) <= 1e-5
