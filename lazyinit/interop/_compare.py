@@ -109,11 +109,14 @@ class Comparison:
     _COLUMNS = ("#", "lazyinit", "torch", "layer / module", "shape", "max abs", "max rel", "")
 
     def __rich__(self) -> Any:
+        return self._table(self.headline())
+
+    def _table(self, title: str | None) -> Any:
         from rich import box
         from rich.table import Table
         from rich.text import Text
 
-        table = Table(title=self.headline(), box=box.SIMPLE_HEAD, title_justify="left")
+        table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
         for col in self._COLUMNS:
             table.add_column(col, justify="right" if col.startswith(("max", "#")) else "left")
         for i, r in enumerate(self.rows):
@@ -128,8 +131,9 @@ class Comparison:
         console = Console(
             file=buffer, width=1000, color_system=None, soft_wrap=False, force_jupyter=False
         )
-        console.print(self.__rich__())
-        return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()).strip("\n")
+        console.print(self._table(None))  # the headline apart: a title wraps at the table's width
+        lines = [self.headline(), *(line.rstrip() for line in buffer.getvalue().splitlines())]
+        return "\n".join(lines).strip("\n")
 
     __repr__ = __str__
 
@@ -241,8 +245,8 @@ def _torch_outputs(module: Any, inputs: tuple, kwargs: Mapping) -> dict[str, lis
     def hook(name: str) -> Any:
         def record(_: Any, __: Any, out: Any) -> None:
             first = _first_array(out)
-            if first is not None:
-                outs.setdefault(name, []).append(first)
+            if first is not None:  # a copy: a later in-place op (ReLU(inplace=True), +=) edits it
+                outs.setdefault(name, []).append(first.detach().clone())
 
         return record
 
@@ -270,15 +274,12 @@ def _as_torch(x: Any) -> Any:
 
 
 def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
-    i = 0
-    while i < len(shape) and shape[i] == 1:
-        i += 1
-    return tuple(shape[i:])
+    return tuple(d for d in shape if d != 1)
 
 
 def _diff(a: np.ndarray, b: np.ndarray, rtol: float, atol: float) -> tuple[float, float, bool, str]:
     if a.shape != b.shape and _squeezed(a.shape) == _squeezed(b.shape):
-        a = np.reshape(a, b.shape)  # (6, 16) against (1, 6, 16): the same values
+        a = np.reshape(a, b.shape)  # (6, 16) against (1, 6, 16), (2, 16) against (2, 16, 1, 1)
     if a.shape != b.shape and a.ndim >= 3 and np.moveaxis(a, -1, 1).shape == b.shape:
         a = np.moveaxis(a, -1, 1)  # a channels-last output against PyTorch's channels-first
     if a.shape != b.shape:

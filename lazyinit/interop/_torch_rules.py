@@ -215,8 +215,8 @@ def attention(
             rules.append(fused(f"{bias or qkv}bias", [per_head(n) for n in names]))
         elif has_bias:
             rules += [per_head(n, f"{p}bias") for n, p in zip(names, (q, k, v))]
-        rules.append(
-            linear("out/kernel", f"{out}weight", layout=layout, in_shape=(heads["value"], -1))
+        rules.append(  # it reads one output per query head (fewer key/value heads with GQA)
+            linear("out/kernel", f"{out}weight", layout=layout, in_shape=(heads["query"], -1))
         )
         if ("out", "bias") in leaves:
             rules.append(same("out/bias", f"{out}bias"))

@@ -100,7 +100,10 @@ class MultiHeadAttention(Layer):
     allowed (flax's convention; PyTorch's ``attn_mask`` is its negation).
     ``causal=True`` adds the lower-triangular mask; ``rotary=True`` applies
     rotary position embeddings to queries and keys. ``qkv_features`` and
-    ``out_features`` default to the query's feature size.
+    ``out_features`` default to the query's feature size. ``num_kv_heads``
+    below ``num_heads`` is grouped-query attention (LLaMA's, PyTorch's
+    ``enable_gqa``): keys and values have that many heads, each shared by
+    ``num_heads // num_kv_heads`` consecutive query heads.
 
     Examples:
         >>> import jax, jax.numpy as jnp, lazyinit as li
@@ -108,6 +111,10 @@ class MultiHeadAttention(Layer):
         >>> params = li.dry_run(attn, jax.random.key(0), jnp.ones((1, 5, 8)))
         >>> jax.tree.map(jnp.shape, params["query"]), jax.tree.map(jnp.shape, params["out"])
         ({'bias': (2, 4), 'kernel': (8, 2, 4)}, {'bias': (8,), 'kernel': (2, 4, 8)})
+        >>> gqa = li.MultiHeadAttention(num_heads=4, num_kv_heads=2, use_bias=False)
+        >>> params = li.dry_run(gqa, jax.random.key(0), jnp.ones((1, 5, 8)))
+        >>> params["query"]["kernel"].shape, params["key"]["kernel"].shape
+        ((8, 4, 2), (8, 2, 2))
     """
 
     num_heads: int
@@ -121,11 +128,18 @@ class MultiHeadAttention(Layer):
     out_kernel_init: Initializer = _OUT_INIT
     bias_init: Initializer = initializers.zeros
     compute_dtype: Any = None  # what to compute in (flax's ``dtype``); None: as given
+    num_kv_heads: int | None = None  # None: num_heads (no grouping)
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_heads, int) or self.num_heads < 1:
             raise ConfigureLayerError(
                 f"MultiHeadAttention: `num_heads`={self.num_heads!r} must be a positive int."
+            )
+        kv = self.num_kv_heads
+        if kv is not None and (not isinstance(kv, int) or kv < 1 or self.num_heads % kv):
+            raise ConfigureLayerError(
+                f"MultiHeadAttention: `num_kv_heads`={kv!r} must be a positive int that divides "
+                f"num_heads={self.num_heads} (each key/value head serves a group of query heads)."
             )
         if self.qkv_features is not None and self.qkv_features % self.num_heads:
             raise ConfigureLayerError(
@@ -135,11 +149,12 @@ class MultiHeadAttention(Layer):
 
     def _parts(self, features: int | None, out: int | None) -> dict[str, Layer]:
         head_dim = None if features is None else features // self.num_heads
-        proj = HeadProjection(
-            self.num_heads, head_dim, self.use_bias, self.kernel_init, self.bias_init
+        q, kv = (
+            HeadProjection(heads, head_dim, self.use_bias, self.kernel_init, self.bias_init)
+            for heads in (self.num_heads, self.num_kv_heads or self.num_heads)
         )
         out_proj = OutProjection(out, self.use_bias, self.out_kernel_init, self.bias_init)
-        return {"query": proj, "key": proj, "value": proj, "out": out_proj}
+        return {"query": q, "key": kv, "value": kv, "out": out_proj}
 
     def children(self) -> dict[str, Layer]:
         return self._parts(self.qkv_features, self.out_features)
@@ -168,6 +183,9 @@ class MultiHeadAttention(Layer):
         _, qh, kh, vh = compute_in(self.compute_dtype, None, qh, kh, vh)  # dry runs too
         if self.rotary:
             qh, kh = rotary(qh, self.rotary_base), rotary(kh, self.rotary_base)
+        group = self.num_heads // (self.num_kv_heads or self.num_heads)
+        if group > 1:  # key/value head j serves query heads j * group .. (j + 1) * group - 1
+            kh, vh = jnp.repeat(kh, group, axis=-2), jnp.repeat(vh, group, axis=-2)
         logits = jnp.einsum("...qhd,...khd->...hqk", qh / math.sqrt(qh.shape[-1]), kh)
         allowed = None if mask is None else jnp.broadcast_to(mask, logits.shape)
         if self.causal:

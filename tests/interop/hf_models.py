@@ -1,7 +1,9 @@
-"""Tiny Hugging Face models built from small configs with random weights (nothing downloaded),
-and their lazyinit ports, named as the torch modules are.
+"""Tiny Hugging Face models built from small configs with random weights (nothing downloaded).
 
-``transformers`` is imported here only, by the tests that need it (``HF_HUB_OFFLINE=1``).
+Their lazyinit ports are the reference ports of ``examples/ports/``. ``transformers`` is
+imported here only, by the tests that need it (``HF_HUB_OFFLINE=1``). Every weight, norm
+scale and bias is perturbed from its initial value, so that a port that swapped or dropped
+one (a LayerNorm's ``1`` and ``0``) cannot pass.
 """
 
 from __future__ import annotations
@@ -9,11 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-
-import lazyinit as li
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -21,16 +20,22 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from lazyinit.interop.torch import attention, register  # noqa: E402
+VOCAB, POSITIONS, WIDTH, HEADS, LAYERS = 50, 16, 32, 2, 2
+IDS = jnp.asarray([[1, 7, 3, 9, 4, 2], [5, 5, 0, 49, 8, 1]], jnp.int32)
+PIXELS = np.asarray(np.random.default_rng(0).normal(size=(2, 3, 8, 8)), np.float32)  # NCHW
 
-VOCAB, POSITIONS, WIDTH, HEADS, LAYERS = 50, 16, 16, 2, 2
+
+def perturbed(module: Any, seed: int = 0) -> Any:
+    """``module`` in evaluation mode, each parameter moved by noise of scale 0.05."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    return module.eval()
 
 
-def gpt2(inner: int = 4 * WIDTH) -> Any:
-    """``GPT2LMHeadModel`` (lm_head tied to wte), in evaluation mode, with random weights; its
-    MLP is ``inner`` wide (``WIDTH``: square Conv1D weights)."""
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(
+def gpt2_config(inner: int | None = None) -> Any:
+    return transformers.GPT2Config(
         vocab_size=VOCAB,
         n_positions=POSITIONS,
         n_embd=WIDTH,
@@ -40,82 +45,76 @@ def gpt2(inner: int = 4 * WIDTH) -> Any:
         bos_token_id=0,
         eos_token_id=0,
     )
-    return transformers.GPT2LMHeadModel(config).eval()
 
 
-class GeluTanh(li.Layer):
-    """GPT-2's ``gelu_new``: the tanh approximation (a layer, so ``compare`` sees it; its empty
-    specs say it has no params, so that the structure is known without a sample)."""
-
-    def specs(self, x: Any) -> dict[str, li.Param]:
-        return {}
-
-    def __call__(self, params: Any, x: jax.Array) -> jax.Array:
-        return jax.nn.gelu(x, approximate=True)
+def gpt2(inner: int | None = None, seed: int = 0) -> Any:
+    """``GPT2LMHeadModel`` (lm_head tied to wte); its MLP is ``inner`` wide (default 4 *
+    ``WIDTH``; ``WIDTH`` makes every Conv1D weight square)."""
+    torch.manual_seed(seed)
+    return perturbed(transformers.GPT2LMHeadModel(gpt2_config(inner)), seed)
 
 
-class GeluExact(li.Layer):
-    """``nn.GELU()``: the exact erf form."""
-
-    def specs(self, x: Any) -> dict[str, li.Param]:
-        return {}
-
-    def __call__(self, params: Any, x: jax.Array) -> jax.Array:
-        return jax.nn.gelu(x, approximate=False)
-
-
-class MLP(li.Layer):
-    c_fc: li.Layer = li.Linear(4 * WIDTH)
-    act: li.Layer = GeluTanh()
-    c_proj: li.Layer = li.Linear(WIDTH)
-
-    def __call__(self, params: Any, x: jax.Array) -> jax.Array:
-        h = self.act(params["act"], self.c_fc(params["c_fc"], x))
-        return self.c_proj(params["c_proj"], h)
-
-
-class Block(li.Layer):
-    ln_1: li.Layer = li.LayerNorm()
-    attn: li.Layer = li.MultiHeadAttention(HEADS, causal=True)
-    ln_2: li.Layer = li.LayerNorm()
-    mlp: li.Layer = MLP()
-
-    def __call__(self, params: Any, x: jax.Array) -> jax.Array:
-        x = x + self.attn(params["attn"], self.ln_1(params["ln_1"], x))
-        return x + self.mlp(params["mlp"], self.ln_2(params["ln_2"], x))
-
-
-class GPT2(li.Layer):
-    """GPT-2 as ``GPT2LMHeadModel`` names it under ``transformer.``; the head is ``wte`` attended."""
-
-    wte: li.Layer = li.Embedding(VOCAB, WIDTH)
-    wpe: li.Layer = li.Embedding(POSITIONS, WIDTH)
-    h: li.Layer = li.Repeat(Block(), LAYERS)
-    ln_f: li.Layer = li.LayerNorm()
-
-    def __call__(self, params: Any, ids: jax.Array) -> jax.Array:
-        positions = self.wpe(params["wpe"], jnp.arange(ids.shape[-1]))
-        x = self.wte(params["wte"], ids) + positions[None]
-        x = self.ln_f(params["ln_f"], self.h(params["h"], x))
-        return self.wte.attend(params["wte"], x)
-
-
-def port(inner: int = 4 * WIDTH) -> GPT2:
-    """The lazyinit GPT-2 with an MLP ``inner`` wide."""
-    block = Block(mlp=MLP(c_fc=li.Linear(inner)))
-    return GPT2(h=li.Repeat(block, LAYERS))
-
-
-def logits(model: Any) -> Any:
-    with torch.no_grad():
-        return model(torch.from_numpy(np.asarray(IDS, np.int64))).logits.numpy()
-
-
-def register_gpt2() -> None:
-    """GPT-2's attention: q/k/v packed in one Conv1D ``c_attn``, the output in ``c_proj``."""
-    register(li.MultiHeadAttention, "GPT2Attention")(
-        attention(qkv="c_attn.", out="c_proj.", layout="conv1d")
+def bert_config() -> Any:
+    return transformers.BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=WIDTH,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=2 * WIDTH,
+        max_position_embeddings=POSITIONS,
     )
 
 
-IDS = jnp.asarray([[1, 7, 3, 9, 4, 2], [5, 5, 0, 49, 8, 1]], jnp.int32)
+def bert(seed: int = 0) -> Any:
+    torch.manual_seed(seed)
+    return perturbed(transformers.BertModel(bert_config()), seed)
+
+
+def llama_config() -> Any:
+    return transformers.LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=WIDTH,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,  # grouped-query attention: 2 query heads per key/value head
+        intermediate_size=2 * WIDTH,
+        max_position_embeddings=POSITIONS,
+        tie_word_embeddings=False,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=None,
+    )
+
+
+def llama(seed: int = 0) -> Any:
+    torch.manual_seed(seed)
+    return perturbed(transformers.LlamaForCausalLM(llama_config()), seed)
+
+
+def vit_config() -> Any:
+    return transformers.ViTConfig(
+        hidden_size=WIDTH,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=2 * WIDTH,
+        image_size=8,
+        patch_size=4,
+        num_channels=3,
+        num_labels=5,
+    )
+
+
+def vit(seed: int = 0) -> Any:
+    torch.manual_seed(seed)
+    return perturbed(transformers.ViTForImageClassification(vit_config()), seed)
+
+
+def output(module: Any, *inputs: Any) -> np.ndarray:
+    """The torch model's logits (or last hidden state) on ``inputs`` (arrays; ids as int64)."""
+    arrays = [np.asarray(x) for x in inputs]
+    tensors = [torch.from_numpy(a.astype(np.int64) if a.dtype.kind in "iu" else a) for a in arrays]
+    with torch.no_grad():
+        out = module(*tensors)
+    if not isinstance(out, torch.Tensor):
+        out = out.logits if hasattr(out, "logits") else out[0]
+    return out.numpy()

@@ -57,7 +57,7 @@ def test_a_tanh_gelu_where_torch_uses_the_exact_one_is_the_first_wrong_layer():
     assert (first.path, first.torch_path, first.layer, first.module) == ("1", "1", "Gelu", "GELU")
     assert report.rows[0].within and not first.within
     with torch.no_grad():
-        exact = torch_mlp[1](torch_mlp[0](torch.from_numpy(np.asarray(x)))).numpy()
+        exact = torch_mlp[1](torch_mlp[0](torch.from_numpy(np.array(x)))).numpy()
     tanh = jax.nn.gelu(model.layers[0](params["0"], x), approximate=True)
     assert first.max_abs == pytest.approx(float(np.abs(tanh - exact).max()), rel=1e-3)
     assert first.max_rel == pytest.approx(first.max_abs / float(np.abs(exact).max()), rel=1e-6)
@@ -110,7 +110,7 @@ def test_a_channels_last_port_compares_with_a_channels_first_torch_sample():
     nhwc = jnp.asarray(nchw.permute(0, 2, 3, 1).numpy())
     params, _ = from_torch_state_dict(ConvNet(), torch_model, nhwc)
     report = compare(ConvNet(), params, torch_model, nhwc, torch_sample=(nchw,))
-    assert [r.path for r in report.rows] == ["conv", "norm"]
+    assert [r.path for r in report.rows] == ["conv", "norm", "<root>"]
     assert report.ok, report
 
 
@@ -141,7 +141,8 @@ def _report():
 
 
 def test_the_report_prints_as_a_table_naming_the_first_wrong_layer():
-    text = str(_report())
+    report = _report()
+    text = str(report)
     lines = text.splitlines()
     assert lines[0] == (
         "4 layers compared: the first beyond rtol=0.0001, atol=1e-05 is '1' (lazyinit Gelu) <-> "
@@ -162,7 +163,7 @@ def test_the_report_prints_as_a_table_naming_the_first_wrong_layer():
         "rel",
     ]
     assert sum("DIFFERS" in l for l in lines) >= 1 and any(l.rstrip().endswith("ok") for l in lines)
-    assert repr(_report()) == text
+    assert repr(report) == text
 
 
 def test_the_report_renders_with_rich_and_in_jupyter():
@@ -183,3 +184,32 @@ def test_compare_refuses_what_is_not_a_torch_module():
         compare(model, params, {"0.weight": 1}, x)
     with pytest.raises(li.errors.InvalidArgumentError, match=r"torch_sample must be a tuple"):
         compare(model, params, torch.nn.Linear(3, 2), x, torch_sample=[x])
+
+
+class Relu(li.Layer):
+    def specs(self, x):
+        return {}
+
+    def __call__(self, params, x):
+        return jax.nn.relu(x)
+
+
+def test_outputs_edited_in_place_later_are_compared_as_they_were():
+    """ReLU(inplace=True) edits the tensor the Linear returned: compare kept a reference to it
+    and reported a faithful port's Linear as differing (torchvision's ResNet does this)."""
+    torch_model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(inplace=True))
+    model = li.Sequential([li.Linear(8), Relu()])
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 3)), jnp.float32)
+    params, _ = from_torch_state_dict(model, torch_model, x)
+    report = compare(model, params, torch_model, x)
+    assert [(r.path, r.within) for r in report.rows] == [("0", True), ("1", True), ("<root>", True)]
+
+
+def test_outputs_that_differ_by_trailing_size_one_axes_are_compared():
+    """GlobalAvgPool's (N, C) against AdaptiveAvgPool2d(1)'s (N, C, 1, 1): the same values."""
+    torch_model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1))
+    model = li.channels_first(li.Sequential([li.Conv(4, 3), li.GlobalAvgPool()]))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 6, 6)), jnp.float32)
+    params, _ = from_torch_state_dict(model, torch_model, x)
+    row = compare(model, params, torch_model, x).rows[1]
+    assert (row.path, row.shape, row.within, row.note) == ("1", (2, 4), True, "")

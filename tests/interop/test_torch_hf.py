@@ -1,18 +1,25 @@
 """Hugging Face models (tiny configs, random weights, nothing downloaded): Conv1D by its module
-type, GPT-2's tied head and packed attention, and compare naming the first wrong layer."""
+type, GPT-2's tied head and packed attention from a state dict. The ports themselves, and
+compare on broken ones, are tests/interop/test_ports.py's."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from hf_models import IDS, WIDTH, gpt2, logits, port, register_gpt2
+from hf_models import IDS, gpt2, gpt2_config, output
 from transformers.pytorch_utils import Conv1D
 
 import lazyinit as li
-from lazyinit.interop.torch import compare, from_torch_state_dict, to_torch_state_dict
+from examples.ports import gpt2 as gpt2_port
+from lazyinit.interop.torch import from_torch_state_dict, to_torch_state_dict
 
-register_gpt2()
-TRANSFORMER = {"": "transformer"}  # GPT2LMHeadModel keeps the model under 'transformer.'
+
+def port():
+    return gpt2_port.from_config(gpt2_config())
+
+
+def logits(module):
+    return output(module, IDS)
 
 
 def _np(t):
@@ -22,20 +29,6 @@ def _np(t):
 @pytest.fixture(scope="module")
 def torch_gpt2():
     return gpt2()
-
-
-@pytest.mark.parametrize("sample", [(IDS,), ()], ids=["sample", "no-sample"])
-def test_gpt2_from_its_module_equals_torch_and_exports_for_a_strict_load(torch_gpt2, sample):
-    model = port()
-    params, report = from_torch_state_dict(model, torch_gpt2, *sample, rename=TRANSFORMER)
-    assert report.tied == ("lm_head.weight",)  # found from the module's shared storage
-    assert report.unexpected == report.missing == ()
-    np.testing.assert_allclose(model(params, IDS), logits(torch_gpt2), rtol=1e-5, atol=1e-5)
-    state = to_torch_state_dict(model, params, *sample, module=torch_gpt2, rename=TRANSFORMER)
-    assert list(state) == list(torch_gpt2.state_dict())  # lm_head.weight written too
-    gpt2().load_state_dict(state, strict=True)
-    for k, v in torch_gpt2.state_dict().items():
-        assert torch.equal(state[k], v), k
 
 
 def test_a_square_conv1d_loads_by_its_module_type_not_transposed():
@@ -90,9 +83,9 @@ def test_square_weights_beside_transposed_ones_are_named_as_undecidable():
 
 def test_a_gpt2_state_dict_names_the_tie_of_lm_head_and_loads_with_ties(torch_gpt2):
     state = torch_gpt2.state_dict()
-    layouts = {"h/attn": "GPT2Attention", "h/mlp": "conv1d"}
+    layouts = {"transformer/h/attn": "GPT2Attention", "transformer/h/mlp": "conv1d"}
     with pytest.raises(li.errors.StateMismatchError) as info:
-        from_torch_state_dict(port(), state, IDS, rename=TRANSFORMER, layouts=layouts)
+        from_torch_state_dict(port(), state, IDS, layouts=layouts)
     assert list(info.value.problems) == [
         "unexpected key 'lm_head.weight'",
         "'lm_head.weight' holds the same values as 'transformer.wte.weight': if they are tied "
@@ -101,64 +94,23 @@ def test_a_gpt2_state_dict_names_the_tie_of_lm_head_and_loads_with_ties(torch_gp
         "whose ties are found",
     ]
     ties = {"lm_head.weight": "transformer.wte.weight"}
-    params, report = from_torch_state_dict(
-        port(), state, IDS, rename=TRANSFORMER, layouts=layouts, ties=ties
-    )
+    params, report = from_torch_state_dict(port(), state, IDS, layouts=layouts, ties=ties)
     assert report.tied == ("lm_head.weight",)
     np.testing.assert_allclose(port()(params, IDS), logits(torch_gpt2), rtol=1e-5, atol=1e-5)
-    back = to_torch_state_dict(port(), params, rename=TRANSFORMER, layouts=layouts, ties=ties)
+    back = to_torch_state_dict(port(), params, layouts=layouts, ties=ties)
     gpt2().load_state_dict(back, strict=True)
 
 
 def test_a_missing_packed_projection_is_paired_with_the_one_that_fits(torch_gpt2):
     """``in_proj_weight`` was paired with ``c_proj.weight``, the closer spelling."""
     with pytest.raises(li.errors.StateMismatchError) as info:
-        from_torch_state_dict(port(), torch_gpt2.state_dict(), IDS, rename=TRANSFORMER)
+        from_torch_state_dict(port(), torch_gpt2.state_dict(), IDS)
     message = str(info.value)
     assert (
-        "missing key 'transformer.h.0.attn.in_proj_weight' (MultiHeadAttention at 'h/attn', "
-        "parameter 'h/attn/query/kernel', 'h/attn/key/kernel', 'h/attn/value/kernel') "
+        "missing key 'transformer.h.0.attn.in_proj_weight' (MultiHeadAttention at "
+        "'transformer/h/attn', parameter 'transformer/h/attn/query/kernel', "
+        "'transformer/h/attn/key/kernel', 'transformer/h/attn/value/kernel') "
         "(did you mean 'transformer.h.0.attn.c_attn.weight'?)" in message
     )
     assert "(did you mean 'transformer.h.0.attn.c_attn.bias'?)" in message
     assert "in_proj_weight' (did you mean 'transformer.h.0.attn.c_proj" not in message
-
-
-# ---------------------------------------------------------------------------
-# compare: the first wrong layer of a port, by path on both sides.
-
-
-def test_compare_a_faithful_gpt2_port_is_within_tolerance_everywhere(torch_gpt2):
-    params, _ = from_torch_state_dict(port(), torch_gpt2, IDS, rename=TRANSFORMER)
-    report = compare(port(), params, torch_gpt2, IDS, rename=TRANSFORMER)
-    assert report.first is None and report.ok
-    paths = [(r.path, r.torch_path) for r in report.rows]
-    assert ("h/1/mlp/c_fc", "transformer.h.1.mlp.c_fc") in paths  # Repeat copy 1 is h.1
-    assert paths[-1] == ("<root>", "<root>")
-    assert all(r.max_abs < 1e-5 for r in report.rows)
-
-
-def test_compare_names_a_transposed_square_conv1d():
-    torch_gpt2 = gpt2(inner=WIDTH)  # square MLP weights: a bare state dict loads them either way
-    layouts = {"h/attn": "GPT2Attention"}  # ...the MLP's Conv1D layout is not declared
-    ties = {"lm_head.weight": "transformer.wte.weight"}
-    model = port(inner=WIDTH)
-    params, _ = from_torch_state_dict(
-        model, torch_gpt2.state_dict(), IDS, rename=TRANSFORMER, layouts=layouts, ties=ties
-    )
-    report = compare(model, params, torch_gpt2, IDS, rename=TRANSFORMER)
-    first = report.first
-    assert (first.path, first.torch_path) == ("h/0/mlp/c_fc", "transformer.h.0.mlp.c_fc")
-    assert (first.layer, first.module) == ("Linear", "Conv1D")
-    assert all(r.within for r in report.rows[: report.rows.index(first)])
-    assert "the first beyond rtol=0.0001, atol=1e-05 is 'h/0/mlp/c_fc'" in str(report)
-
-
-def test_compare_names_swapped_query_and_key(torch_gpt2):
-    params, _ = from_torch_state_dict(port(), torch_gpt2, IDS, rename=TRANSFORMER)
-    attn = params["h"]["attn"]
-    swapped = {**attn, "query": attn["key"], "key": attn["query"]}
-    params = {**params, "h": {**params["h"], "attn": swapped}}
-    report = compare(port(), params, torch_gpt2, IDS, rename=TRANSFORMER)
-    assert (report.first.path, report.first.torch_path) == ("h/0/attn", "transformer.h.0.attn")
-    assert report.rows[0].within  # wte: the layers before it agree

@@ -48,6 +48,10 @@ def dry(model, *inputs, **kwargs):
             "num_heads=3 does not divide qkv_features=8. Choose qkv_features a multiple",
         ),
         (lambda: li.MultiHeadAttention(0), "`num_heads`=0 must be a positive int"),
+        (
+            lambda: li.MultiHeadAttention(4, num_kv_heads=3),
+            r"`num_kv_heads`=3 must be a positive int that divides num_heads=4 \(each key/value",
+        ),
         (lambda: li.GroupNorm(0), "GroupNorm: `num_groups`=0 must be a positive int"),
         (lambda: li.Dropout(1.5), r"Dropout: `rate`=1.5 must lie in \[0, 1\]"),
     ],

@@ -300,6 +300,49 @@ def test_multi_head_attention(bias, mask_kind, kv_dims):
     assert_close(layer(expected, q, k, v, mask=mask), want.detach().numpy())
 
 
+def _rotary_torch(x, base=10000.0):
+    """Hugging Face LLaMA's rotary embedding of (b, heads, l, d): rotate_half pairs j, j + d/2."""
+    half = x.shape[-1] // 2
+    inv = base ** (-torch.arange(half, dtype=torch.float64) / half)
+    angles = torch.arange(x.shape[-2], dtype=torch.float64)[:, None] * inv[None]
+    cos, sin = (torch.cat([f(angles)] * 2, -1).float() for f in (torch.cos, torch.sin))
+    rotated = torch.cat([-x[..., half:], x[..., :half]], -1)
+    return x * cos + rotated * sin
+
+
+@pytest.mark.parametrize("kv_heads", [1, 2, 4])
+@pytest.mark.parametrize("rotary", [False, True])
+def test_grouped_query_attention_equals_torch_sdpa_with_enable_gqa(kv_heads, rotary):
+    """num_kv_heads=4 (= num_heads) is plain attention; 2 and 1 share each key/value head
+    among consecutive query heads, as torch's enable_gqa (and Hugging Face's repeat_kv)."""
+    b, l, e, h = 2, 5, 16, 4
+    x = rand(b, l, e, seed=4)
+    layer = li.MultiHeadAttention(h, num_kv_heads=kv_heads, causal=True, rotary=rotary)
+    params = li.dry_run(layer, jax.random.key(1), x)
+    params = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(2), a.shape), params)
+    assert params["key"]["kernel"].shape == params["value"]["kernel"].shape == (e, kv_heads, 4)
+    assert params["query"]["kernel"].shape == (e, h, 4)
+    t = {n: {k: torch.from_numpy(np.array(a)) for k, a in p.items()} for n, p in params.items()}
+    tx = torch.from_numpy(x)
+
+    def heads(name):  # (b, heads, l, d)
+        y = torch.einsum("blf,fhd->bhld", tx, t[name]["kernel"]) + t[name]["bias"][:, None]
+        return _rotary_torch(y) if rotary and name != "value" else y
+
+    q, k, v = heads("query"), heads("key"), heads("value")
+    ctx = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=kv_heads < h)
+    want = torch.einsum("bhld,hdf->blf", ctx, t["out"]["kernel"]) + t["out"]["bias"]
+    assert_close(layer(params, x), want.numpy())
+
+
+def test_num_kv_heads_by_default_keeps_the_params_and_values_of_plain_attention():
+    x = rand(1, 3, 8, seed=5)
+    plain, same = li.MultiHeadAttention(2), li.MultiHeadAttention(2, num_kv_heads=2)
+    a, b = (li.dry_run(m, jax.random.key(0), x) for m in (plain, same))
+    assert jax.tree.all(jax.tree.map(lambda u, w: bool(jnp.array_equal(u, w)), a, b))
+    assert np.array_equal(plain(a, x), same(b, x))
+
+
 @pytest.mark.parametrize(
     "window,stride,padding", [(2, None, 0), (3, 2, 1), ((2, 3), (1, 2), (1, 1)), (3, 1, 0)]
 )
