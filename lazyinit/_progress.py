@@ -100,6 +100,7 @@ def bar(what: str, total: int, progress: bool | None) -> Iterator[Callable[[int]
     ) as shown:
         yield shown.update
         shown.update(total - shown.n)
+        shown.refresh()  # drawn full even when the last update came within tqdm's mininterval
 
 
 def _nothing(n: int) -> None:
