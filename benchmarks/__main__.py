@@ -2,7 +2,10 @@
 
 ``--quick`` runs every figure at tiny sizes with one repeat, on the MLP (a smoke test: the
 figures mean nothing); ``--figures 1 4 7`` chooses figures; ``--out FILE`` also writes the
-tables there.
+tables there. The figures of ``benchmarks/registry.py``'s ``FIGURES`` run only when named:
+``--figures memory`` runs every ``memory-*`` one (peak memory of init, checkpoints and
+conversion, each case in a fresh process), ``--figures big-trees`` one by its name; they print
+their own tables.
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         libs=libs,
         models=tuple(args.models or (QUICK_MODELS if args.quick else common.MODELS)),
     )
-    chosen = set(args.figures or "123456789")
+    named = [n for n in args.figures or () if n in registry.FIGURES or n == "memory"]
+    chosen = set(n for n in args.figures or "123456789" if n not in named)
     out = [
         f"# lazyinit benchmarks{' (--quick: tiny sizes, figures meaningless)' if args.quick else ''}",
         "",
@@ -105,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             nine = tuple(name for name in nine if name not in QUICK_SKIPS)
         for table in figures_transforms.run(args.quick, nine):
             emit(table)
+    for name in sorted(registry.FIGURES):  # --figures memory: memory-checkpoint, -convert, -init
+        if name in named or ("memory" in named and name.startswith("memory-")):
+            registry.run_figure(name, ["--quick"] if args.quick else [])
     out.append(f"\nTotal time: {time.perf_counter() - t0:.0f} s\n")
     print(out[-1], flush=True)
     if args.out:

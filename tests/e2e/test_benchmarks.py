@@ -167,3 +167,21 @@ def test_the_benchmark_modules_import_each_other_without_a_cycle():
     assert import_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert graph["figures_transforms"] >= {"report", "models_flax"}
     assert import_cycle(graph) == [], "benchmarks/ modules import each other in a circle"
+
+
+def test_figures_memory_runs_every_memory_figure_and_nothing_else(monkeypatch, capsys):
+    import benchmarks.__main__ as suite
+    from benchmarks import figures, registry
+
+    ran = []
+    monkeypatch.setattr(registry, "run_figure", lambda name, argv=None: ran.append((name, argv)))
+    monkeypatch.setattr(figures, "fresh", lambda cfg: pytest.fail("figures 1-3 and 5 ran"))
+    assert suite.main(["--figures", "memory", "--quick"]) == 0
+    assert ran == [
+        ("memory-checkpoint", ["--quick"]),
+        ("memory-convert", ["--quick"]),
+        ("memory-init", ["--quick"]),
+    ]
+    ran.clear()
+    assert suite.main(["--figures", "big-trees"]) == 0
+    assert ran == [("big-trees", [])]
