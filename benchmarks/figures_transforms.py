@@ -154,7 +154,7 @@ def sgd_step(loss: Any) -> Any:
 
 def gpt_step(lib: str, s: Sizes, layers: int) -> tuple[Any, Any]:
     """``(train_step, params)`` of one of the four decoders (or ``li.Repeat`` at an
-    ``unroll`` of :func:`unrolled_by`)."""
+    ``unroll`` of ``unrolled_by``)."""
     x, _ = tokens(s)
     if lib.startswith("lazyinit"):
         scanned = lib.startswith("lazyinit Repeat")

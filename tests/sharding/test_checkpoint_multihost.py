@@ -51,4 +51,6 @@ def test_each_process_reads_about_its_half_and_keeps_only_its_shards(tmp_path):
         assert len(got["device_bytes"]) == 8  # every device of both processes
         assert set(got["device_bytes"].values()) == {2 * MiB + 1024}  # a kernel and bias slice
         assert set(got["process_bytes"]) == {"0", "1"}
-        assert got["peak"] <= got["process_bytes"][str(pid)] <= 2 * got["peak"]
+        # (Not "within 2x of the measured peak": VmHWM's reset is best effort, and a process
+        # whose earlier high-water mark stands measures a growth of 0.)
+        assert got["peak"] <= got["process_bytes"][str(pid)] <= 2 * got["shards"]
